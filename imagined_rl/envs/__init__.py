@@ -1,0 +1,19 @@
+"""Batch environments behind one functional contract (see ``core``)."""
+
+from imagined_rl.envs.core import (
+    BatchEnv,
+    Box,
+    Discrete,
+    Environment,
+    EnvCheckError,
+    Step,
+    check_env,
+    make_key,
+    random_actions,
+    split,
+)
+
+__all__ = [
+    "BatchEnv", "Box", "Discrete", "Environment", "EnvCheckError", "Step",
+    "check_env", "make_key", "random_actions", "split",
+]

@@ -1,0 +1,249 @@
+"""The functional batch-env contract: the spine every environment and trainer shares.
+
+A ``BatchEnv`` holds no mutable Python state. ``reset`` and ``step`` are pure functions of an
+explicit state (any nest of tensors with a leading ``[num_envs]`` axis) and an explicit stateless
+RNG key (an int32 tensor of shape ``[2]``). That lets a whole rollout run inside one
+``tf.while_loop`` and compile with XLA, and makes every run reproducible from its seed.
+
+Native environments subclass :class:`Environment` and write only the dynamics of one step
+(``reset_env``/``step_env``); the base class adds the episode time limit and auto-reset, and keeps
+the last real observation of a finished episode in ``Step.final_obs`` so that truncated episodes can
+be bootstrapped (gymnax's split of ``step`` and ``step_env``).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, NamedTuple, Union
+
+import numpy as np
+import tensorflow as tf
+
+State = Any  # a nest of tensors, each with a leading [num_envs] axis
+Key = tf.Tensor  # int32 [2], a stateless RNG seed
+
+
+@dataclasses.dataclass(frozen=True)
+class Discrete:
+    """``n`` actions, numbered ``0 .. n-1``; a batch of actions is int32 ``[num_envs]``."""
+
+    n: int
+    dtype: tf.DType = tf.int32
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """A real vector action in ``[low, high]`` (bounds broadcast to ``shape``)."""
+
+    low: float | tuple[float, ...]
+    high: float | tuple[float, ...]
+    shape: tuple[int, ...]
+    dtype: tf.DType = tf.float32
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        low = np.broadcast_to(np.asarray(self.low, np.float32), self.shape)
+        high = np.broadcast_to(np.asarray(self.high, np.float32), self.shape)
+        return low, high
+
+
+ActionSpec = Union[Discrete, Box]
+
+
+class Step(NamedTuple):
+    """What ``step`` returns besides the new state; every field has a leading [num_envs] axis.
+
+    ``obs`` is the observation the agent acts on next: after an episode ends it is already the
+    first observation of the next episode, while ``final_obs`` holds the last observation of the
+    episode that ended (equal to ``obs`` where nothing ended).
+    """
+
+    obs: tf.Tensor
+    reward: tf.Tensor  # float32
+    terminated: tf.Tensor  # bool: the MDP reached a terminal state (do not bootstrap)
+    truncated: tf.Tensor  # bool: cut by a time limit (bootstrap from final_obs)
+    final_obs: tf.Tensor
+
+
+def split(key: Key, num: int = 2) -> tf.Tensor:
+    """Derives ``num`` independent keys (int32 ``[num, 2]``) from ``key``; XLA-compatible."""
+    return tf.random.stateless_uniform(
+        [num, 2], seed=key, minval=None, maxval=None, dtype=tf.int32
+    )
+
+
+def make_key(seed: int) -> tf.Tensor:
+    """The root key for an integer seed."""
+    return tf.constant([seed & 0x7FFFFFFF, (seed >> 31) & 0x7FFFFFFF], tf.int32)
+
+
+class BatchEnv(abc.ABC):
+    """``num_envs`` copies of an environment stepped together as one pure function.
+
+    Subclasses set ``num_envs``, ``observation_spec`` (one env's observation) and ``action_spec``.
+    ``max_episode_steps`` is the time limit (``None``: none), and ``jit_compatible`` says whether
+    ``step`` may run inside an XLA-compiled function (a Python-backed env cannot).
+    """
+
+    num_envs: int
+    observation_spec: tf.TensorSpec
+    action_spec: ActionSpec
+    max_episode_steps: int | None = None
+    jit_compatible: bool = True
+
+    @abc.abstractmethod
+    def reset(self, key: Key) -> tuple[State, tf.Tensor]:
+        """Starts every env; returns ``(state, obs)``."""
+
+    @abc.abstractmethod
+    def step(self, state: State, action: tf.Tensor, key: Key) -> tuple[State, Step]:
+        """Advances every env by one action; finished envs restart inside this call."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+class Environment(BatchEnv):
+    """A native, in-graph environment: write ``reset_env`` and ``step_env``, get the rest.
+
+    ``step`` adds a per-env step counter, truncation at ``max_episode_steps`` and auto-reset.
+    The state it carries is ``{"env": <your state>, "t": int32 [num_envs]}``.
+    """
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None):
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = int(num_envs)
+        if max_episode_steps is not None:
+            self.max_episode_steps = int(max_episode_steps)
+
+    @abc.abstractmethod
+    def reset_env(self, key: Key) -> tuple[State, tf.Tensor]:
+        """Initial ``(state, obs)`` for all ``num_envs`` envs."""
+
+    @abc.abstractmethod
+    def step_env(
+        self, state: State, action: tf.Tensor, key: Key
+    ) -> tuple[State, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One step of the dynamics: ``(state, obs, reward, terminated)``, no resets."""
+
+    def reset(self, key: Key) -> tuple[State, tf.Tensor]:
+        env_state, obs = self.reset_env(key)
+        return {"env": env_state, "t": tf.zeros([self.num_envs], tf.int32)}, obs
+
+    def step(self, state: State, action: tf.Tensor, key: Key) -> tuple[State, Step]:
+        step_key, reset_key = tf.unstack(split(key))
+        env_state, obs, reward, terminated = self.step_env(state["env"], action, step_key)
+        t = state["t"] + 1
+        if self.max_episode_steps is None:
+            truncated = tf.zeros_like(terminated)
+        else:
+            truncated = tf.logical_and(t >= self.max_episode_steps, tf.logical_not(terminated))
+        done = tf.logical_or(terminated, truncated)
+        fresh_state, fresh_obs = self.reset_env(reset_key)
+        env_state = tf.nest.map_structure(
+            lambda new, old: _where(done, new, old), fresh_state, env_state
+        )
+        next_obs = _where(done, fresh_obs, obs)
+        t = tf.where(done, tf.zeros_like(t), t)
+        step = Step(next_obs, tf.cast(reward, tf.float32), terminated, truncated, obs)
+        return {"env": env_state, "t": t}, step
+
+
+def _where(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """``tf.where`` on a ``[num_envs]`` mask, broadcast over the trailing axes of ``a``/``b``."""
+    mask = tf.reshape(mask, [-1] + [1] * (a.shape.rank - 1))
+    return tf.where(mask, a, b)
+
+
+class EnvCheckError(ValueError):
+    """An environment breaks the batch-env contract; the message says exactly how."""
+
+
+def check_env(env: BatchEnv, seed: int = 0, steps: int = 3) -> None:
+    """Runs ``reset`` and a few ``step`` calls and raises :class:`EnvCheckError` on the first
+    broken promise: missing specs, non-tensor state, wrong shapes or dtypes, wrong batch size.
+    """
+    name = getattr(env, "name", type(env).__name__)
+
+    def fail(msg: str) -> None:
+        raise EnvCheckError(f"env {name}: {msg}")
+
+    n = getattr(env, "num_envs", None)
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        fail(f"num_envs must be a positive int, got {n!r}")
+    spec = getattr(env, "observation_spec", None)
+    if not isinstance(spec, tf.TensorSpec):
+        fail(f"observation_spec must be a tf.TensorSpec, got {type(spec).__name__}")
+    act = getattr(env, "action_spec", None)
+    if not isinstance(act, (Discrete, Box)):
+        fail(f"action_spec must be Discrete or Box, got {type(act).__name__}")
+
+    def check_obs(obs: Any, where: str) -> None:
+        if not isinstance(obs, (tf.Tensor, np.ndarray)):
+            fail(f"{where} must be a tensor, got {type(obs).__name__}")
+        obs = tf.convert_to_tensor(obs)
+        want = [n, *spec.shape]
+        if list(obs.shape) != want:
+            fail(f"{where} has shape {list(obs.shape)}, expected {want} ([num_envs, *observation_spec.shape])")
+        if obs.dtype != spec.dtype:
+            fail(f"{where} has dtype {obs.dtype.name}, observation_spec says {spec.dtype.name}")
+
+    def check_state(state: Any, where: str) -> None:
+        for path, leaf in _flatten_with_paths(state):
+            if not isinstance(leaf, (tf.Tensor, tf.Variable)) and not (
+                isinstance(leaf, np.ndarray) and leaf.ndim > 0
+            ):
+                fail(f"{where} leaf {path} is a {type(leaf).__name__}, not a tensor "
+                     "(state must be a nest of tensors with a leading [num_envs] axis)")
+            if leaf.shape.rank == 0 or leaf.shape[0] != n:
+                fail(f"{where} leaf {path} has shape {list(leaf.shape)}, needs leading axis num_envs={n}")
+
+    key = make_key(seed)
+    out = env.reset(key)
+    if not isinstance(out, tuple) or len(out) != 2:
+        fail("reset(key) must return a (state, obs) tuple")
+    state, obs = out
+    check_state(state, "reset state")
+    check_obs(obs, "reset obs")
+    for i in range(steps):
+        k_act, k_step, key = tf.unstack(split(key, 3))
+        action = random_actions(act, n, k_act)
+        out = env.step(state, action, k_step)
+        if not isinstance(out, tuple) or len(out) != 2 or not isinstance(out[1], Step):
+            fail("step(state, action, key) must return (state, Step)")
+        state, step = out
+        check_state(state, f"step {i} state")
+        check_obs(step.obs, f"step {i} obs")
+        check_obs(step.final_obs, f"step {i} final_obs")
+        for field, dtype in (("reward", tf.float32), ("terminated", tf.bool), ("truncated", tf.bool)):
+            value = tf.convert_to_tensor(getattr(step, field))
+            if list(value.shape) != [n]:
+                fail(f"step {i} {field} has shape {list(value.shape)}, expected [{n}]")
+            if value.dtype != dtype:
+                fail(f"step {i} {field} has dtype {value.dtype.name}, expected {dtype.name}")
+        if not bool(tf.reduce_all(tf.math.is_finite(step.reward))):
+            fail(f"step {i} reward has non-finite values")
+
+
+def random_actions(spec: ActionSpec, num: int, key: Key) -> tf.Tensor:
+    """Uniformly random actions for ``num`` envs."""
+    if isinstance(spec, Discrete):
+        return tf.random.stateless_uniform([num], key, 0, spec.n, dtype=tf.int32)
+    low, high = spec.bounds()
+    u = tf.random.stateless_uniform([num, *spec.shape], key)
+    return tf.constant(low) + u * tf.constant(high - low)
+
+
+def _flatten_with_paths(nest: Any) -> list[tuple[str, Any]]:
+    """``[(path, leaf)]`` for a nest; paths read like ``env/x``."""
+    try:
+        pairs = tf.nest.flatten_with_joined_string_paths(nest)
+    except (TypeError, ValueError):
+        return [("<root>", nest)]
+    return [(p or "<root>", leaf) for p, leaf in pairs]

@@ -1,0 +1,508 @@
+"""Proximal Policy Optimization inside one TensorFlow graph, readable top to bottom.
+
+One call of :meth:`PPO.train` runs ``iterations_per_call`` whole PPO iterations inside a single
+``tf.function`` (XLA-compiled when the env allows it), touching the host once, to return metrics:
+
+    for each iteration:
+        rollout      ``epoch_length`` steps x ``num_envs`` envs with ``tf.while_loop``
+        gae          truncation-aware advantages (bootstrap from ``final_obs`` on truncation only)
+        update       ``optimization_epochs`` x ``num_minibatches`` shuffled minibatches of
+                     clipped surrogate + value loss - entropy bonus, global-norm clipping, Adam
+                     with a linearly annealed learning rate
+
+Every tensor of the agent carries a leading *seed* axis ``S`` (``num_seeds`` hparam): S independent
+agents (parameters, optimiser state, envs) train in the same compiled call, which is how seed and
+hparam sweeps become cheap. With ``num_seeds=1`` it is plain PPO. The env sees ``S * num_envs``
+envs; agent ``s`` owns envs ``[s * num_envs, (s + 1) * num_envs)``.
+
+Hyperparameter names follow tensor2tensor's PPO where one exists (``learning_rate_constant``,
+``clipping_coef``, ``gae_gamma``, ``gae_lambda``, ``entropy_loss_coef``, ``value_loss_coef``,
+``optimization_epochs``, ``epoch_length``, ``clip_grad_norm``, ``policy_layers``, ``value_layers``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from imagined_rl.envs.core import BatchEnv, Box, Discrete, make_key, split
+
+Params = dict[str, Any]
+UPDATE_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
+METRICS = ("return_sum", "episodes", "length_sum", *UPDATE_METRICS)  # per iteration, per agent
+_LOG_2PI = math.log(2.0 * math.pi)
+
+# --------------------------------------------------------------------------------------------
+# Networks: plain MLPs over batched weights [S, in, out], so S agents share each matmul.
+# --------------------------------------------------------------------------------------------
+
+
+def init_mlp(sizes: list[int], last_gain: float, num_seeds: int, seed: int) -> list:
+    """Orthogonally initialised layers ``[(W [S, in, out], b [S, out])]`` (gain sqrt(2) hidden)."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        gain = last_gain if i == len(sizes) - 2 else math.sqrt(2.0)
+        ws = [
+            tf.keras.initializers.Orthogonal(gain, seed=seed * 1009 + s * 101 + i)((n_in, n_out))
+            for s in range(num_seeds)
+        ]
+        layers.append((tf.stack(ws), tf.zeros([num_seeds, n_out])))
+    return layers
+
+
+def mlp(layers: list, x: tf.Tensor, activation: str) -> tf.Tensor:
+    """Applies ``layers`` to ``x [S, B, in]``; ``activation`` between layers, none after the last."""
+    act = tf.keras.activations.get(activation)
+    for i, (w, b) in enumerate(layers):
+        x = tf.matmul(x, w) + b[:, None, :]
+        if i < len(layers) - 1:
+            x = act(x)
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# Policy distributions: categorical (Discrete) and diagonal Gaussian (Box).
+# --------------------------------------------------------------------------------------------
+
+
+def categorical_sample(logits: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
+    """Samples int32 actions from ``logits [..., A]``."""
+    flat = tf.reshape(logits, [-1, logits.shape[-1]])
+    a = tf.random.stateless_categorical(flat, 1, seed=key, dtype=tf.int32)
+    return tf.reshape(a, tf.shape(logits)[:-1])
+
+
+def categorical_log_prob(logits: tf.Tensor, action: tf.Tensor) -> tf.Tensor:
+    logp = tf.nn.log_softmax(logits)
+    return tf.gather(logp, action, batch_dims=action.shape.rank)
+
+
+def categorical_entropy(logits: tf.Tensor) -> tf.Tensor:
+    logp = tf.nn.log_softmax(logits)
+    return -tf.reduce_sum(tf.exp(logp) * logp, axis=-1)
+
+
+def gaussian_log_prob(mean: tf.Tensor, log_std: tf.Tensor, action: tf.Tensor) -> tf.Tensor:
+    z = (action - mean) * tf.exp(-log_std)
+    return tf.reduce_sum(-0.5 * tf.square(z) - log_std - 0.5 * _LOG_2PI, axis=-1)
+
+
+def gaussian_entropy(log_std: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(log_std + 0.5 * (_LOG_2PI + 1.0), axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Advantages and loss: pure functions, each checked against NumPy in tests/test_ppo.py.
+# --------------------------------------------------------------------------------------------
+
+
+def gae(
+    rewards: tf.Tensor,
+    values: tf.Tensor,
+    last_value: tf.Tensor,
+    terminated: tf.Tensor,
+    truncated: tf.Tensor,
+    final_values: tf.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Truncation-aware generalised advantage estimation over time-major ``[T, ...]`` inputs.
+
+    ``values[t]`` is V(obs_t); ``last_value`` is V of the observation after the last step.
+    Where step t ends an episode the next-state value is 0 if it *terminated* and
+    ``final_values[t]`` (V of the real last observation) if it was *truncated* by a time limit;
+    either way the advantage recursion stops there. Returns ``(advantages, value_targets)``.
+    """
+    next_values = tf.concat([values[1:], last_value[None]], axis=0)
+    next_values = tf.where(truncated, final_values, next_values)
+    next_values = tf.where(terminated, tf.zeros_like(next_values), next_values)
+    deltas = rewards + gamma * next_values - values
+    carry = gamma * lam * (1.0 - tf.cast(tf.logical_or(terminated, truncated), tf.float32))
+
+    def body(acc: tf.Tensor, x: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        delta, c = x
+        return delta + c * acc
+
+    advantages = tf.scan(body, (deltas, carry), initializer=tf.zeros_like(last_value), reverse=True)
+    return advantages, advantages + values
+
+
+def ppo_loss(
+    log_prob: tf.Tensor,
+    old_log_prob: tf.Tensor,
+    advantages: tf.Tensor,
+    value: tf.Tensor,
+    old_value: tf.Tensor,
+    returns: tf.Tensor,
+    entropy: tf.Tensor,
+    clip: float,
+    value_coef: float,
+    entropy_coef: float,
+    clip_value: bool = True,
+    normalize_advantages: bool = True,
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """Clipped-surrogate PPO loss on ``[S, B]`` inputs, averaged over B: one loss per agent ``[S]``.
+
+    ``total = policy_loss + value_coef * value_loss - entropy_coef * entropy``. Advantages are
+    normalised per agent over the minibatch; the value loss is ``0.5 * max(unclipped, clipped)``
+    squared error when ``clip_value``.
+    """
+    if normalize_advantages:
+        mean, var = tf.nn.moments(advantages, axes=[-1], keepdims=True)
+        advantages = (advantages - mean) / (tf.sqrt(var) + 1e-8)
+    log_ratio = log_prob - old_log_prob
+    ratio = tf.exp(log_ratio)
+    surrogate = tf.minimum(
+        ratio * advantages, tf.clip_by_value(ratio, 1.0 - clip, 1.0 + clip) * advantages
+    )
+    policy_loss = -tf.reduce_mean(surrogate, axis=-1)
+    value_err = tf.square(value - returns)
+    if clip_value:
+        clipped = old_value + tf.clip_by_value(value - old_value, -clip, clip)
+        value_err = tf.maximum(value_err, tf.square(clipped - returns))
+    value_loss = 0.5 * tf.reduce_mean(value_err, axis=-1)
+    entropy = tf.reduce_mean(entropy, axis=-1)
+    total = policy_loss + value_coef * value_loss - entropy_coef * entropy
+    stats = {
+        "policy_loss": policy_loss,
+        "value_loss": value_loss,
+        "entropy": entropy,
+        "approx_kl": tf.reduce_mean((ratio - 1.0) - log_ratio, axis=-1),
+        "clip_fraction": tf.reduce_mean(
+            tf.cast(tf.abs(ratio - 1.0) > clip, tf.float32), axis=-1
+        ),
+    }
+    return total, stats
+
+
+def clip_by_agent_norm(grads: list[tf.Tensor], max_norm: float) -> tuple[list, tf.Tensor]:
+    """Global-norm clipping done separately for each agent (leading axis S of every gradient)."""
+    sq = tf.add_n([tf.reduce_sum(tf.square(g), axis=list(range(1, g.shape.rank))) for g in grads])
+    norm = tf.sqrt(sq)
+    scale = tf.minimum(1.0, max_norm / tf.maximum(norm, 1e-12))
+    return [g * tf.reshape(scale, [-1] + [1] * (g.shape.rank - 1)) for g in grads], norm
+
+
+def adam(params, grads, m, v, step, lr, b1=0.9, b2=0.999, eps=1e-5):
+    """One Adam step on flat lists; returns ``(params, m, v)``. Element-wise, so per-agent."""
+    step = tf.cast(step, tf.float32)
+    c1, c2 = 1.0 - b1**step, 1.0 - b2**step
+    new_m = [b1 * mi + (1.0 - b1) * g for mi, g in zip(m, grads)]
+    new_v = [b2 * vi + (1.0 - b2) * tf.square(g) for vi, g in zip(v, grads)]
+    new_p = [
+        p - lr * (mi / c1) / (tf.sqrt(vi / c2) + eps) for p, mi, vi in zip(params, new_m, new_v)
+    ]
+    return new_p, new_m, new_v
+
+
+# --------------------------------------------------------------------------------------------
+# The agent.
+# --------------------------------------------------------------------------------------------
+
+
+class PPO:
+    """A PPO agent bound to one ``BatchEnv``; all training state lives in ``tf.Variable``s.
+
+    ``env.num_envs`` must equal ``hparams.num_envs * hparams.num_seeds``. ``total_env_steps`` (per
+    agent) fixes the learning-rate annealing schedule.
+    """
+
+    def __init__(self, env: BatchEnv, hparams: Any, total_env_steps: int, seed: int = 0):
+        self.env, self.hp, self.seed = env, hparams, int(seed)
+        self.num_seeds = int(getattr(hparams, "num_seeds", 1))
+        self.num_envs = int(hparams.num_envs)
+        if env.num_envs != self.num_envs * self.num_seeds:
+            raise ValueError(
+                f"env has {env.num_envs} envs, PPO needs num_envs*num_seeds = "
+                f"{self.num_envs}*{self.num_seeds}"
+            )
+        self.steps_per_iteration = int(hparams.epoch_length) * self.num_envs
+        self.num_iterations = max(1, math.ceil(int(total_env_steps) / self.steps_per_iteration))
+        batch = self.steps_per_iteration
+        if batch % int(hparams.num_minibatches):
+            raise ValueError(
+                f"epoch_length*num_envs={batch} is not divisible by num_minibatches="
+                f"{hparams.num_minibatches}"
+            )
+        self.discrete = isinstance(env.action_spec, Discrete)
+        self.obs_dim = int(np.prod(env.observation_spec.shape))
+        self.act_dim = env.action_spec.n if self.discrete else int(np.prod(env.action_spec.shape))
+
+        root = make_key(self.seed)
+        init_key, env_key, loop_key = tf.unstack(split(root, 3))
+        params = self._init_params()
+        env_state, obs = env.reset(env_key)
+        flat = tf.nest.flatten(params)
+        n_total = env.num_envs
+        carry = {
+            "params": params,
+            "m": [tf.zeros_like(p) for p in flat],
+            "v": [tf.zeros_like(p) for p in flat],
+            "env_state": env_state,
+            "obs": obs,
+            "key": loop_key,
+            "episode_return": tf.zeros([n_total]),
+            "episode_length": tf.zeros([n_total], tf.int32),
+            "iteration": tf.constant(0, tf.int64),
+            "updates": tf.constant(0, tf.int64),
+        }
+        del init_key
+        self.state = tf.nest.map_structure(lambda t: tf.Variable(t, trainable=False), carry)
+        jit = bool(getattr(hparams, "jit", True))
+        self._train = tf.function(self._train_graph, jit_compile=jit and env.jit_compatible)
+        if jit and not env.jit_compatible:  # host-stepped env: compile the update part only
+            self._update = tf.function(self._update, jit_compile=True)
+        self._act = tf.function(self._act_graph, jit_compile=jit)
+
+    # ---- parameters ----------------------------------------------------------------------
+    def _init_params(self) -> Params:
+        hp, s = self.hp, self.num_seeds
+        pi = init_mlp([self.obs_dim, *hp.policy_layers, self.act_dim], 0.01, s, self.seed)
+        v = init_mlp([self.obs_dim, *hp.value_layers, 1], 1.0, s, self.seed + 7919)
+        params: Params = {"pi": pi, "v": v}
+        if not self.discrete:
+            params["log_std"] = tf.fill([s, self.act_dim], float(hp.init_logstd))
+        return params
+
+    @property
+    def params(self) -> Params:
+        return tf.nest.map_structure(lambda v: v.read_value(), self.state["params"])
+
+    @property
+    def iteration(self) -> int:
+        return int(self.state["iteration"].numpy())
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps taken so far by each agent."""
+        return self.iteration * self.steps_per_iteration
+
+    def variables(self) -> list[tf.Variable]:
+        """Everything a checkpoint must hold to resume bit-for-bit."""
+        return tf.nest.flatten(self.state)
+
+    # ---- policy and value heads ------------------------------------------------------------
+    def _features(self, obs: tf.Tensor) -> tf.Tensor:
+        """``obs [S*N or S, B, ...]`` -> float ``[S, B, obs_dim]``."""
+        return tf.reshape(tf.cast(obs, tf.float32), [self.num_seeds, -1, self.obs_dim])
+
+    def _policy(self, params: Params, x: tf.Tensor) -> tf.Tensor:
+        return mlp(params["pi"], x, self.hp.activation)
+
+    def _value(self, params: Params, x: tf.Tensor) -> tf.Tensor:
+        return mlp(params["v"], x, self.hp.activation)[..., 0]
+
+    def _sample(self, params: Params, out: tf.Tensor, key: tf.Tensor):
+        """Samples actions from policy outputs; returns ``(action, log_prob)``."""
+        if self.discrete:
+            action = categorical_sample(out, key)
+            return action, categorical_log_prob(out, action)
+        log_std = params["log_std"][:, None, :]
+        action = out + tf.exp(log_std) * tf.random.stateless_normal(tf.shape(out), key)
+        return action, gaussian_log_prob(out, log_std, action)
+
+    def _log_prob_entropy(self, params: Params, out: tf.Tensor, action: tf.Tensor):
+        if self.discrete:
+            return categorical_log_prob(out, action), categorical_entropy(out)
+        log_std = params["log_std"][:, None, :]
+        ent = tf.broadcast_to(gaussian_entropy(params["log_std"])[:, None], tf.shape(out)[:-1])
+        return gaussian_log_prob(out, log_std, action), ent
+
+    def _env_action(self, action: tf.Tensor) -> tf.Tensor:
+        """``[S, N, ...]`` agent actions -> ``[S*N, ...]`` env actions (clipped to the Box)."""
+        spec = self.env.action_spec
+        action = tf.reshape(action, [self.env.num_envs, *spec.shape])
+        if isinstance(spec, Box):
+            low, high = spec.bounds()
+            action = tf.clip_by_value(action, low, high)
+        return action
+
+    # ---- rollout ---------------------------------------------------------------------------
+    def _rollout(self, c: dict) -> tuple[dict, dict, tf.Tensor, dict]:
+        """Steps the envs ``epoch_length`` times; returns the new carry and a ``[T, S, N]`` batch."""
+        hp, s = self.hp, self.num_seeds
+        t_len = int(hp.epoch_length)
+        params = c["params"]
+        spec = self.env.action_spec
+        act_shape = [s, self.num_envs] + ([] if self.discrete else list(spec.shape))
+        act_dtype = tf.int32 if self.discrete else tf.float32
+        buf = {
+            "obs": tf.TensorArray(self.env.observation_spec.dtype, t_len),
+            "action": tf.TensorArray(act_dtype, t_len, element_shape=act_shape),
+            "log_prob": tf.TensorArray(tf.float32, t_len),
+            "value": tf.TensorArray(tf.float32, t_len),
+            "reward": tf.TensorArray(tf.float32, t_len),
+            "terminated": tf.TensorArray(tf.bool, t_len),
+            "truncated": tf.TensorArray(tf.bool, t_len),
+            "final_value": tf.TensorArray(tf.float32, t_len),
+        }
+        zeros = tf.zeros([s])
+
+        def body(t, env_state, obs, key, ep_ret, ep_len, ret_sum, ret_count, len_sum, buf):
+            k_act, k_env, key = tf.unstack(split(key, 3))
+            x = self._features(obs)
+            action, log_prob = self._sample(params, self._policy(params, x), k_act)
+            value = self._value(params, x)
+            env_state, step = self.env.step(env_state, self._env_action(action), k_env)
+            final_value = self._value(params, self._features(step.final_obs))
+            done = tf.logical_or(step.terminated, step.truncated)
+            ep_ret = ep_ret + step.reward
+            ep_len = ep_len + 1
+            donef = tf.reshape(tf.cast(done, tf.float32), [s, -1])
+            ret_sum += tf.reduce_sum(donef * tf.reshape(ep_ret, [s, -1]), axis=1)
+            len_sum += tf.reduce_sum(donef * tf.reshape(tf.cast(ep_len, tf.float32), [s, -1]), 1)
+            ret_count += tf.reduce_sum(donef, axis=1)
+            ep_ret = tf.where(done, 0.0, ep_ret)
+            ep_len = tf.where(done, 0, ep_len)
+            shaped = lambda z: tf.reshape(z, [s, self.num_envs])  # noqa: E731
+            buf = {
+                "obs": buf["obs"].write(t, tf.reshape(obs, [s, self.num_envs, *obs.shape[1:]])),
+                "action": buf["action"].write(t, action),
+                "log_prob": buf["log_prob"].write(t, log_prob),
+                "value": buf["value"].write(t, value),
+                "reward": buf["reward"].write(t, shaped(step.reward) * float(hp.reward_scale)),
+                "terminated": buf["terminated"].write(t, shaped(step.terminated)),
+                "truncated": buf["truncated"].write(t, shaped(step.truncated)),
+                "final_value": buf["final_value"].write(t, final_value),
+            }
+            return t + 1, env_state, step.obs, key, ep_ret, ep_len, ret_sum, ret_count, len_sum, buf
+
+        loop = (0, c["env_state"], c["obs"], c["key"], c["episode_return"],
+                c["episode_length"], zeros, zeros, zeros, buf)
+        out = tf.while_loop(
+            lambda t, *_: t < t_len, body, loop, maximum_iterations=t_len, parallel_iterations=1
+        )
+        _, env_state, obs, key, ep_ret, ep_len, ret_sum, ret_count, len_sum, buf = out
+        batch = {k: v.stack() for k, v in buf.items()}
+        last_value = self._value(params, self._features(obs))
+        c = dict(c, env_state=env_state, obs=obs, key=key, episode_return=ep_ret,
+                 episode_length=ep_len)
+        stats = {"return_sum": ret_sum, "episodes": ret_count, "length_sum": len_sum}
+        return c, batch, last_value, stats
+
+    # ---- update ----------------------------------------------------------------------------
+    def _update(self, c: dict, batch: dict, lr: tf.Tensor) -> tuple[dict, dict]:
+        """``optimization_epochs`` x ``num_minibatches`` Adam steps on the rollout batch."""
+        hp, s = self.hp, self.num_seeds
+        n_batch = self.steps_per_iteration
+        n_mb = int(hp.num_minibatches)
+        mb = n_batch // n_mb
+        n_updates = int(hp.optimization_epochs) * n_mb
+        # [T, S, N, ...] -> [S, T*N, ...]
+        flat = {
+            k: tf.reshape(tf.experimental.numpy.moveaxis(v, 1, 0), [s, n_batch, *v.shape[3:]])
+            for k, v in batch.items()
+        }
+        key, perm_key = tf.unstack(split(c["key"]))
+        noise = tf.random.stateless_uniform([int(hp.optimization_epochs), s, n_batch], perm_key)
+        perms = tf.argsort(noise, axis=-1)  # one shuffle per epoch per agent
+        treedef = c["params"]
+        stat_names = UPDATE_METRICS
+
+        def body(i, params, m, v, updates, acc):
+            idx = perms[i // n_mb][:, (i % n_mb) * mb:(i % n_mb + 1) * mb]
+            mbatch = {k: tf.gather(x, idx, batch_dims=1) for k, x in flat.items()}
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                p = tf.nest.pack_sequence_as(treedef, params)
+                x = self._features(mbatch["obs"])
+                log_prob, entropy = self._log_prob_entropy(
+                    p, self._policy(p, x), mbatch["action"])
+                loss, stats = ppo_loss(
+                    log_prob, mbatch["log_prob"], mbatch["advantage"], self._value(p, x),
+                    mbatch["value"], mbatch["target"], entropy, float(hp.clipping_coef),
+                    float(hp.value_loss_coef), float(hp.entropy_loss_coef),
+                    bool(hp.clip_value_loss), bool(hp.normalize_advantages))
+                total = tf.reduce_sum(loss)  # agents are independent: sum keeps grads separate
+            grads = tape.gradient(total, params)
+            grads, norm = clip_by_agent_norm(grads, float(hp.clip_grad_norm))
+            updates = updates + 1
+            params, m, v = adam(params, grads, m, v, updates, lr)
+            stats["grad_norm"] = norm
+            acc = [a + stats[k] for a, k in zip(acc, stat_names)]
+            return i + 1, params, m, v, updates, acc
+
+        loop = (0, tf.nest.flatten(c["params"]), c["m"], c["v"], c["updates"],
+                [tf.zeros([s]) for _ in stat_names])
+        _, params, m, v, updates, acc = tf.while_loop(
+            lambda i, *_: i < n_updates, body, loop, maximum_iterations=n_updates,
+            parallel_iterations=1)
+        c = dict(c, params=tf.nest.pack_sequence_as(treedef, params), m=m, v=v, updates=updates,
+                 key=key)
+        return c, {k: a / n_updates for k, a in zip(stat_names, acc)}
+
+    def _iteration(self, c: dict) -> tuple[dict, dict]:
+        """One PPO iteration: rollout, GAE, update. Returns the new carry and ``[S]`` metrics."""
+        hp = self.hp
+        c, batch, last_value, stats = self._rollout(c)
+        adv, target = gae(batch["reward"], batch["value"], last_value, batch["terminated"],
+                          batch["truncated"], batch["final_value"], float(hp.gae_gamma),
+                          float(hp.gae_lambda))
+        frac = 1.0
+        if bool(hp.learning_rate_decay):
+            frac = 1.0 - tf.cast(c["iteration"], tf.float32) / float(self.num_iterations)
+            frac = tf.maximum(frac, 0.0)
+        lr = float(hp.learning_rate_constant) * frac
+        batch = {k: batch[k] for k in ("obs", "action", "log_prob", "value")}
+        batch.update(advantage=adv, target=target)
+        c, upd = self._update(c, batch, lr)
+        c["iteration"] = c["iteration"] + 1
+        stats.update(upd)
+        return c, stats
+
+    def _train_graph(self, iterations: tf.Tensor) -> dict:
+        """Runs ``iterations`` PPO iterations from the variables' state and stores the result."""
+        c = tf.nest.map_structure(lambda v: v.read_value(), self.state)
+        names = METRICS
+        arrays = [tf.TensorArray(tf.float32, size=iterations) for _ in names]
+
+        def body(k, c, arrays):
+            c, stats = self._iteration(c)
+            arrays = [a.write(k, stats[n]) for a, n in zip(arrays, names)]
+            return k + 1, c, arrays
+
+        _, c, arrays = tf.while_loop(lambda k, *_: k < iterations, body, (0, c, arrays),
+                                     parallel_iterations=1)
+        tf.nest.map_structure(lambda var, t: var.assign(t), self.state, c)
+        return {n: a.stack() for n, a in zip(names, arrays)}
+
+    def train(self, iterations: int | None = None) -> dict[str, np.ndarray]:
+        """Runs PPO iterations in one compiled call; returns metrics as ``[K, S]`` arrays.
+
+        ``return_mean`` is the mean undiscounted return of episodes that ended during each
+        iteration (NaN where none ended).
+        """
+        k = int(iterations or self.hp.iterations_per_call)
+        out = {n: v.numpy() for n, v in self._train(tf.constant(k)).items()}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["return_mean"] = out["return_sum"] / out["episodes"]
+            out["length_mean"] = out["length_sum"] / out["episodes"]
+        return out
+
+    # ---- acting outside the training graph ------------------------------------------------
+    def _act_graph(self, params: Params, obs: tf.Tensor, key: tf.Tensor, greedy: tf.Tensor):
+        x = tf.reshape(tf.cast(obs, tf.float32), [1, -1, self.obs_dim])
+        params = tf.nest.map_structure(lambda p: p[:1], params)
+        out = self._policy(params, x)
+        if self.discrete:
+            sampled = categorical_sample(out, key)
+            greedy_a = tf.argmax(out, axis=-1, output_type=tf.int32)
+        else:
+            sampled, _ = self._sample(params, out, key)
+            greedy_a = out
+        return tf.where(greedy, greedy_a, sampled)[0]
+
+    def act(self, obs: Any, key: Any = None, greedy: bool = False, agent: int = 0) -> tf.Tensor:
+        """Actions for a batch of observations ``[B, ...]`` from agent ``agent``'s policy."""
+        params = tf.nest.map_structure(lambda v: v[agent:agent + 1], self.params)
+        key = make_key(0) if key is None else tf.convert_to_tensor(key, tf.int32)
+        action = self._act(params, tf.convert_to_tensor(obs), key, tf.constant(bool(greedy)))
+        if not self.discrete:
+            spec = self.env.action_spec
+            action = tf.reshape(action, [-1, *spec.shape])
+            low, high = spec.bounds()
+            action = tf.clip_by_value(action, low, high)
+        return action
