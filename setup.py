@@ -23,7 +23,7 @@ EXTRAS = {
 setup(
     name="imagined_rl",
     version="0.1.0",
-    description="World models and PPO running together inside one TensorFlow graph (SimPLe, modernised).",
+    description="World models and PPO together inside one TensorFlow graph (SimPLe, modernised).",
     python_requires=">=3.10",
     packages=["imagined_rl", "imagined_rl.envs", "imagined_rl.problems", "imagined_rl.hparams"],
     package_dir={

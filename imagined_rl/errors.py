@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 
 def _one_line(message: str) -> str:
-    """Joins the lines of ``message`` with spaces, so a stray newline cannot break the CLI format."""
+    """Joins the lines of ``message`` with spaces: a stray newline must not break the CLI format."""
     return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 

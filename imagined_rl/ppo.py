@@ -54,7 +54,7 @@ def init_mlp(sizes: list[int], last_gain: float, num_seeds: int, seed: int) -> l
 
 
 def mlp(layers: list, x: tf.Tensor, activation: str) -> tf.Tensor:
-    """Applies ``layers`` to ``x [S, B, in]``; ``activation`` between layers, none after the last."""
+    """Applies ``layers`` to ``x [S, B, in]``; ``activation`` between layers, not after the last."""
     act = tf.keras.activations.get(activation)
     for i, (w, b) in enumerate(layers):
         x = tf.matmul(x, w) + b[:, None, :]
@@ -322,7 +322,7 @@ class PPO:
 
     # ---- rollout ---------------------------------------------------------------------------
     def _rollout(self, c: dict) -> tuple[dict, dict, tf.Tensor, dict]:
-        """Steps the envs ``epoch_length`` times; returns the new carry and a ``[T, S, N]`` batch."""
+        """Steps the envs ``epoch_length`` times; returns the carry and a ``[T, S, N]`` batch."""
         hp, s = self.hp, self.num_seeds
         t_len = int(hp.epoch_length)
         params = c["params"]
@@ -357,7 +357,7 @@ class PPO:
             ret_count += tf.reduce_sum(donef, axis=1)
             ep_ret = tf.where(done, 0.0, ep_ret)
             ep_len = tf.where(done, 0, ep_len)
-            shaped = lambda z: tf.reshape(z, [s, self.num_envs])  # noqa: E731
+            shaped = lambda z: tf.reshape(z, [s, self.num_envs])
             buf = {
                 "obs": buf["obs"].write(t, tf.reshape(obs, [s, self.num_envs, *obs.shape[1:]])),
                 "action": buf["action"].write(t, action),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -24,7 +24,7 @@ from imagined_rl.envs import check_env, make_key, random_actions, split
 from imagined_rl.envs.classic import ENVS, Acrobot, CartPole, MountainCar, Pendulum
 
 N = 10_000
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 @dataclasses.dataclass
@@ -112,7 +112,7 @@ def test_time_limit_and_auto_reset(name: str) -> None:
     limit = env.max_episode_steps
     step = tf.function(env.step, jit_compile=True)
     key = make_key(1)
-    state, obs = env.reset(key)
+    state, _ = env.reset(key)
     for i in range(limit + 5):
         k_act, k_step, key = tf.unstack(split(key, 3))
         t_before = state["t"].numpy()

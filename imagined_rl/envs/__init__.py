@@ -4,8 +4,8 @@ from imagined_rl.envs.core import (
     BatchEnv,
     Box,
     Discrete,
-    Environment,
     EnvCheckError,
+    Environment,
     Step,
     check_env,
     make_key,
@@ -14,6 +14,14 @@ from imagined_rl.envs.core import (
 )
 
 __all__ = [
-    "BatchEnv", "Box", "Discrete", "Environment", "EnvCheckError", "Step",
-    "check_env", "make_key", "random_actions", "split",
+    "BatchEnv",
+    "Box",
+    "Discrete",
+    "EnvCheckError",
+    "Environment",
+    "Step",
+    "check_env",
+    "make_key",
+    "random_actions",
+    "split",
 ]

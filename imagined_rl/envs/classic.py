@@ -87,6 +87,7 @@ class Acrobot(_Classic):
     """Acrobot-v1: swing a two-link arm's tip above a line by torquing the middle joint.
 
     "book" dynamics integrated by one RK4 step over ``dt = 0.2``; reward -1 until the goal.
+    The state is stored in float32 but each step is computed in float64, as gymnasium does.
     """
 
     state_dim = 4
@@ -106,8 +107,10 @@ class Acrobot(_Classic):
     def step_env(
         self, state: State, action: tf.Tensor, key: Key
     ) -> tuple[State, tf.Tensor, tf.Tensor, tf.Tensor]:
-        torque = tf.cast(action, tf.float32) - 1.0  # AVAIL_TORQUE = [-1, 0, +1]
-        s = _rk4(lambda y: _acrobot_dsdt(y, torque), state, self.dt)
+        # Integrated in float64: within one RK4 step the stage velocities can reach thousands
+        # (before the clip), and float32 round-off there moves the result by up to ~1e-2.
+        torque = tf.cast(action, tf.float64) - 1.0  # AVAIL_TORQUE = [-1, 0, +1]
+        s = _rk4(lambda y: _acrobot_dsdt(y, torque), tf.cast(state, tf.float64), self.dt)
         th1, th2, dth1, dth2 = tf.unstack(s, axis=1)
         s = tf.stack(
             [
@@ -120,7 +123,7 @@ class Acrobot(_Classic):
         )
         terminated = -tf.cos(s[:, 0]) - tf.cos(s[:, 1] + s[:, 0]) > 1.0
         reward = tf.where(terminated, 0.0, -1.0)
-        return s, self._obs(s), reward, terminated
+        return tf.cast(s, tf.float32), tf.cast(self._obs(s), tf.float32), reward, terminated
 
     @staticmethod
     def _obs(s: tf.Tensor) -> tf.Tensor:
@@ -213,7 +216,7 @@ class Pendulum(_Classic):
     dt = 0.05
     g = 10.0
     m = 1.0
-    l = 1.0  # noqa: E741  (gymnasium's name)
+    l = 1.0  # gymnasium's name: pole length
 
     def __init__(self, num_envs: int = 1, max_episode_steps: int = 200):
         super().__init__(num_envs, max_episode_steps)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -51,7 +51,7 @@ class Box:
         return low, high
 
 
-ActionSpec = Union[Discrete, Box]
+ActionSpec = Discrete | Box
 
 
 class Step(NamedTuple):
@@ -190,7 +190,8 @@ def check_env(env: BatchEnv, seed: int = 0, steps: int = 3) -> None:
         obs = tf.convert_to_tensor(obs)
         want = [n, *spec.shape]
         if list(obs.shape) != want:
-            fail(f"{where} has shape {list(obs.shape)}, expected {want} ([num_envs, *observation_spec.shape])")
+            fail(f"{where} has shape {list(obs.shape)}, expected {want} "
+                 "([num_envs, *observation_spec.shape])")
         if obs.dtype != spec.dtype:
             fail(f"{where} has dtype {obs.dtype.name}, observation_spec says {spec.dtype.name}")
 
@@ -201,8 +202,10 @@ def check_env(env: BatchEnv, seed: int = 0, steps: int = 3) -> None:
             ):
                 fail(f"{where} leaf {path} is a {type(leaf).__name__}, not a tensor "
                      "(state must be a nest of tensors with a leading [num_envs] axis)")
-            if leaf.shape.rank == 0 or leaf.shape[0] != n:
-                fail(f"{where} leaf {path} has shape {list(leaf.shape)}, needs leading axis num_envs={n}")
+            shape = tuple(leaf.shape)
+            if not shape or shape[0] != n:
+                fail(f"{where} leaf {path} has shape {list(shape)}, "
+                     f"needs leading axis num_envs={n}")
 
     key = make_key(seed)
     out = env.reset(key)
@@ -221,7 +224,8 @@ def check_env(env: BatchEnv, seed: int = 0, steps: int = 3) -> None:
         check_state(state, f"step {i} state")
         check_obs(step.obs, f"step {i} obs")
         check_obs(step.final_obs, f"step {i} final_obs")
-        for field, dtype in (("reward", tf.float32), ("terminated", tf.bool), ("truncated", tf.bool)):
+        fields = (("reward", tf.float32), ("terminated", tf.bool), ("truncated", tf.bool))
+        for field, dtype in fields:
             value = tf.convert_to_tensor(getattr(step, field))
             if list(value.shape) != [n]:
                 fail(f"step {i} {field} has shape {list(value.shape)}, expected [{n}]")
@@ -240,10 +244,12 @@ def random_actions(spec: ActionSpec, num: int, key: Key) -> tf.Tensor:
     return tf.constant(low) + u * tf.constant(high - low)
 
 
-def _flatten_with_paths(nest: Any) -> list[tuple[str, Any]]:
-    """``[(path, leaf)]`` for a nest; paths read like ``env/x``."""
-    try:
-        pairs = tf.nest.flatten_with_joined_string_paths(nest)
-    except (TypeError, ValueError):
-        return [("<root>", nest)]
-    return [(p or "<root>", leaf) for p, leaf in pairs]
+def _flatten_with_paths(nest: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``[(path, leaf)]`` for a nest of dicts/lists/tuples; paths read like ``env/x``."""
+    if isinstance(nest, dict):
+        items = [(str(k), nest[k]) for k in sorted(nest, key=str)]
+    elif isinstance(nest, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(nest)]
+    else:
+        return [(prefix or "<root>", nest)]
+    return [pair for k, v in items for pair in _flatten_with_paths(v, f"{prefix}/{k}".lstrip("/"))]
