@@ -1,0 +1,3 @@
+"""Named hparams sets; importing this package registers them (see ``imagined_rl.registry``)."""
+
+from imagined_rl.hparams import ppo  # noqa: F401

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from imagined_rl.envs.core import Box, Discrete, Environment, Key, State
+from imagined_rl.registry import register_env
 
 
 class _Classic(Environment):
@@ -256,3 +257,5 @@ ENVS: dict[str, type[Environment]] = {
     "MountainCar-v0": MountainCar,
     "Pendulum-v1": Pendulum,
 }
+for _name, _cls in ENVS.items():
+    register_env(_name)(_cls)

@@ -1,0 +1,85 @@
+"""Named PPO hyperparameter sets (``--hparams_set=NAME``), tensor2tensor's names where they exist.
+
+Differences from tensor2tensor worth knowing: ``num_minibatches`` (minibatches per epoch) replaces
+t2t's ``optimization_batch_size`` (a slice length in time steps), ``num_envs`` is t2t's
+``num_agents``, and ``train_steps`` counts env steps per agent.
+"""
+
+from __future__ import annotations
+
+from imagined_rl.hparams_lib import HParams
+from imagined_rl.registry import register_hparams
+
+
+@register_hparams
+def ppo_base() -> HParams:
+    """Defaults every PPO set starts from (PureJaxRL's CartPole settings)."""
+    return HParams(
+        num_envs=4,  # envs per agent
+        num_seeds=1,  # independent agents trained together in one compiled call
+        epoch_length=128,  # rollout steps per env per iteration
+        optimization_epochs=4,
+        num_minibatches=4,
+        learning_rate_constant=2.5e-4,
+        learning_rate_decay=True,  # anneal linearly to 0 over train_steps
+        clipping_coef=0.2,
+        gae_gamma=0.99,
+        gae_lambda=0.95,
+        entropy_loss_coef=0.01,
+        value_loss_coef=0.5,
+        clip_grad_norm=0.5,
+        clip_value_loss=True,
+        normalize_advantages=True,
+        policy_layers=(64, 64),
+        value_layers=(64, 64),
+        activation="tanh",
+        init_logstd=0.0,  # Gaussian policies: initial log standard deviation
+        reward_scale=1.0,  # rewards are multiplied by this for learning (not for reporting)
+        iterations_per_call=16,  # PPO iterations per compiled call (host touched once per call)
+        jit=True,  # XLA-compile the training graph
+        train_steps=500_000,  # env steps per agent
+    )
+
+
+@register_hparams
+def ppo_original_params() -> HParams:
+    """tensor2tensor's set after the original PPO paper, with its short epochs for imagination."""
+    hp = ppo_base()
+    hp.override_from_dict(dict(
+        learning_rate_constant=2.5e-4, clipping_coef=0.1, gae_gamma=0.99, gae_lambda=0.95,
+        entropy_loss_coef=0.01, value_loss_coef=1.0, optimization_epochs=3, epoch_length=50,
+        num_envs=16, num_minibatches=4,
+    ))
+    return hp
+
+
+@register_hparams
+def ppo_atari_base() -> HParams:
+    """tensor2tensor's Atari (Pong) base set."""
+    hp = ppo_base()
+    hp.override_from_dict(dict(
+        learning_rate_constant=1e-4, clipping_coef=0.2, gae_gamma=0.985, gae_lambda=0.985,
+        entropy_loss_coef=0.003, value_loss_coef=1.0, optimization_epochs=3, epoch_length=200,
+        num_envs=16, num_minibatches=4, clip_grad_norm=0.5,
+    ))
+    return hp
+
+
+@register_hparams
+def ppo_cartpole() -> HParams:
+    """Tuned for CartPole-v1: solves (greedy return >= 475) within 300k steps."""
+    hp = ppo_base()
+    hp.train_steps = 300_000
+    return hp
+
+
+@register_hparams
+def ppo_pendulum() -> HParams:
+    """Tuned for Pendulum-v1 (continuous torque): short horizon, many epochs, scaled rewards."""
+    hp = ppo_base()
+    hp.override_from_dict(dict(
+        num_envs=16, epoch_length=256, optimization_epochs=10, num_minibatches=32,
+        learning_rate_constant=1e-3, gae_gamma=0.9, gae_lambda=0.95, entropy_loss_coef=0.0,
+        clip_value_loss=False, reward_scale=0.1, train_steps=500_000, iterations_per_call=4,
+    ))
+    return hp
