@@ -8,6 +8,7 @@ INSTALL = [
     "numpy>=2.0,<2.5",
     "gymnasium==1.4.0",
     "absl-py==2.5.1",
+    "tensorboard==2.21.0",
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
     "imageio==2.38.1",

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from imagined_rl.errors import UserError
+
 State = Any  # a nest of tensors, each with a leading [num_envs] axis
 Key = tf.Tensor  # int32 [2], a stateless RNG seed
 
@@ -161,7 +163,7 @@ def _where(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return tf.where(mask, a, b)
 
 
-class EnvCheckError(ValueError):
+class EnvCheckError(UserError, ValueError):
     """An environment breaks the batch-env contract; the message says exactly how."""
 
 
