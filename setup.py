@@ -17,7 +17,7 @@ INSTALL = [
 EXTRAS = {
     "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0", "ruff==0.17.5"],
     "bench": ["torch==2.13.0", "stable-baselines3==2.9.2"],
-    "atari": ["ale-py==0.12.1"],
+    "atari": ["ale-py==0.12.1", "opencv-python-headless==5.0.0.93"],  # cv2: AtariPreprocessing
     "minatar": ["minatar==1.0.15"],
 }
 

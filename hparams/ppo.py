@@ -80,6 +80,6 @@ def ppo_pendulum() -> HParams:
     hp.override_from_dict(dict(
         num_envs=16, epoch_length=256, optimization_epochs=10, num_minibatches=32,
         learning_rate_constant=1e-3, gae_gamma=0.9, gae_lambda=0.95, entropy_loss_coef=0.0,
-        clip_value_loss=False, reward_scale=0.1, train_steps=500_000, iterations_per_call=4,
+        clip_value_loss=False, reward_scale=0.1, train_steps=150_000, iterations_per_call=4,
     ))
     return hp

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from imagined_rl import registry
 from imagined_rl.errors import UserError
@@ -38,6 +38,8 @@ flags.DEFINE_bool("progress", True, "show a progress bar")
 flags.DEFINE_bool("registry_help", False, "list registered hparams sets, problems, envs, models")
 
 COMMANDS = ("train", "evaluate")
+# The tuned hparams set for an env id when --hparams_set is not given.
+DEFAULT_HPARAMS = {"CartPole-v1": "ppo_cartpole", "Pendulum-v1": "ppo_pendulum"}
 
 
 def _env_id() -> str:
@@ -47,13 +49,12 @@ def _env_id() -> str:
 
 
 def train() -> int:
-    from imagined_rl import loops
-
     env_id = _env_id()
-    set_name = FLAGS.hparams_set or loops.DEFAULT_HPARAMS.get(env_id, "ppo_base")
+    set_name = FLAGS.hparams_set or DEFAULT_HPARAMS.get(env_id, "ppo_base")
     hp = registry.hparams_with_overrides(set_name, FLAGS.hparams)
     if FLAGS.train_steps is not None:
         hp.train_steps = FLAGS.train_steps
+    from imagined_rl import loops  # imports TensorFlow: after the cheap checks of the flags
     output_dir = FLAGS.output_dir or os.path.join(
         "runs", f"{env_id.replace('/', '_').replace(':', '_')}-{set_name}-s{FLAGS.seed}")
     config = loops.RunConfig(env=env_id, hparams_set=set_name, hparams=hp.values(),
@@ -82,6 +83,7 @@ def evaluate() -> int:
 
 
 def main(argv: list[str]) -> int:
+    logging.set_verbosity(logging.WARNING)  # TF's checkpoint chatter; our output is print()
     if FLAGS.registry_help:
         print(registry.help_string())
         return 0

@@ -35,9 +35,6 @@ from imagined_rl.errors import UserError
 from imagined_rl.hparams_lib import HParams
 from imagined_rl.ppo import PPO
 
-# Default hparams set for an env id when none is given.
-DEFAULT_HPARAMS = {"CartPole-v1": "ppo_cartpole", "Pendulum-v1": "ppo_pendulum"}
-
 
 def make_env(env_id: str, num_envs: int) -> BatchEnv:
     """A batch env for ``env_id``: a registered native env, or ``module.path:Factory``.

@@ -1,0 +1,454 @@
+"""imagined_rl's in-graph PPO against stable-baselines3 on CartPole-v1, same CPU, same config.
+
+The full benchmark (tens of minutes on 2 cores; SB3 is most of it):
+
+    cd /work/main && /work/venv/bin/python bench/ppo_vs_peers.py
+
+A smoke run (each part can be skipped: --skip_imagined, --skip_multi_seed, --skip_scaling,
+--skip_sb3):
+
+    /work/venv/bin/python bench/ppo_vs_peers.py --steps=20000 --seeds=1 --scaling_iterations=1 \
+        --out_dir=/tmp/ppo_bench
+
+Config: PureJaxRL's CartPole PPO (the ``ppo_cartpole`` hparams set): 4 envs x 128 steps, 4 epochs
+x 4 minibatches, Adam lr 2.5e-4 annealed linearly to 0, gamma 0.99, lambda 0.95, clip 0.2,
+entropy 0.01, value 0.5, grad-norm 0.5, separate 2x64 tanh actor and critic. SB3 gets the same
+numbers (``torch.set_num_threads(1)``). Known remaining differences, both SB3 defaults: SB3 does
+not clip the value loss (``clip_range_vf=None``) and its value loss is the MSE, not 0.5 * MSE.
+
+Measured, in this order, in one process:
+
+1. imagined_rl, ``--seeds`` separate runs of ``--steps`` env steps: compile time (first ``train``
+   call minus the steady per-call time), env steps/s excluding compile, wall time (compile
+   included) until a ``train`` call's mean training return is >= 475, greedy return over 32
+   episodes of a fresh native ``CartPole(32)``.
+2. ``--num_seeds`` agents in one compiled call: total env steps/s and the fraction whose greedy
+   return is >= 475.
+3. imagined_rl throughput as ``num_envs`` grows (``--scaling_envs``), compile excluded.
+4. stable-baselines3 on gymnasium CartPole-v1, the same steps and seeds: env steps/s, wall time
+   until the mean return of the last 20 training episodes is >= 475 (checked after every rollout),
+   greedy (deterministic) return over 32 gymnasium episodes. Run last, so torch is imported only
+   after the TensorFlow timings.
+
+The step count is rounded up to whole compiled calls (16 iterations x 512 steps = 8192 steps) so
+every call has the same shape (another iteration count recompiles); SB3 trains the same count.
+TensorFlow's thread settings are left alone on purpose: the threading setters slowed XLA 20x here.
+Output: a Markdown report on stdout and in ``<out_dir>/ppo_vs_peers.md``, raw numbers in
+``<out_dir>/ppo_vs_peers.json``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("steps", 500_000, "env steps per agent (rounded up to whole train calls)")
+flags.DEFINE_integer("seeds", 3, "seeds for the single-agent imagined_rl and SB3 runs")
+flags.DEFINE_integer("num_seeds", 8, "agents trained together in the multi-seed run")
+flags.DEFINE_integer("scaling_iterations", 8,
+                     "PPO iterations per timed call at 1024 envs; fewer envs run more (x16 at 4, "
+                     "x4 at 64), so the default times 65k / 262k / 1M steps at 4 / 64 / 1024")
+flags.DEFINE_list("scaling_envs", ["4", "64", "1024"], "num_envs values of the scaling run")
+flags.DEFINE_integer("eval_episodes", 32, "greedy evaluation episodes per agent")
+flags.DEFINE_bool("skip_imagined", False, "skip the single-agent imagined_rl runs")
+flags.DEFINE_bool("skip_multi_seed", False, "skip the --num_seeds agents run")
+flags.DEFINE_bool("skip_scaling", False, "skip the num_envs scaling run")
+flags.DEFINE_bool("skip_sb3", False, "skip stable-baselines3")
+flags.DEFINE_string("out_dir", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                    "where ppo_vs_peers.md and ppo_vs_peers.json go")
+
+THRESHOLD = 475.0  # gymnasium's reward_threshold for CartPole-v1
+SB3_WINDOW = 20  # SB3: episodes in the training-return window
+EVAL_SEED = 12345
+HPARAMS_SET = "ppo_cartpole"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# imagined_rl helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _hparams(overrides: str = ""):
+    from imagined_rl import registry
+
+    hp = registry.hparams(HPARAMS_SET)
+    return hp.parse(overrides) if overrides else hp
+
+
+def _rounded_plan(steps: int) -> tuple[int, int, int]:
+    """``(calls, iterations_per_call, env_steps)`` covering ``steps`` with equal-shaped calls."""
+    hp = _hparams()
+    per_call = int(hp.iterations_per_call)
+    steps_per_iteration = int(hp.epoch_length) * int(hp.num_envs)
+    calls = max(2, math.ceil(steps / (per_call * steps_per_iteration)))  # 2: compile is separable
+    return calls, per_call, calls * per_call * steps_per_iteration
+
+
+def _train_timed(agent, calls: int, per_call: int, t0: float) -> list[dict[str, Any]]:
+    """Runs ``calls`` train calls of ``per_call`` iterations; one record per call."""
+    records = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        out = agent.train(per_call)
+        end = time.perf_counter()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ret = out["return_sum"].sum(axis=0) / out["episodes"].sum(axis=0)  # [S]
+        records.append({"call_s": end - start, "wall_s": end - t0, "env_steps": agent.env_steps,
+                        "return_mean": [None if not np.isfinite(r) else float(r) for r in ret]})
+    return records
+
+
+def _compile_and_throughput(records: list[dict], steps_per_call: int) -> tuple[float, float]:
+    """Compile time (first call minus the mean later call) and env steps/s over later calls."""
+    steady = [r["call_s"] for r in records[1:]]
+    mean_call = float(np.mean(steady))
+    return records[0]["call_s"] - mean_call, steps_per_call / mean_call
+
+
+def _greedy_returns(agent, episodes: int, agent_index: int = 0) -> np.ndarray:
+    from imagined_rl import loops
+    from imagined_rl.envs.classic import CartPole
+
+    policy = lambda obs, key: agent.act(obs, key, greedy=True, agent=agent_index)
+    return loops.evaluate(CartPole(episodes), policy, seed=EVAL_SEED)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. imagined_rl, one agent per run
+# --------------------------------------------------------------------------------------------
+
+
+def bench_imagined(seed: int, steps: int) -> dict[str, Any]:
+    from imagined_rl.envs.classic import CartPole
+    from imagined_rl.ppo import PPO
+
+    calls, per_call, total = _rounded_plan(steps)
+    t0 = time.perf_counter()
+    hp = _hparams()
+    agent = PPO(CartPole(int(hp.num_envs)), hp, total_env_steps=total, seed=seed)
+    records = _train_timed(agent, calls, per_call, t0)
+    train_wall = time.perf_counter() - t0
+    compile_s, steps_per_s = _compile_and_throughput(records, per_call * agent.steps_per_iteration)
+    hit = next((r for r in records if (r["return_mean"][0] or 0.0) >= THRESHOLD), None)
+    returns = _greedy_returns(agent, FLAGS.eval_episodes)
+    result = {
+        "framework": "imagined_rl", "seed": seed, "env_steps": agent.env_steps,
+        "compile_s": compile_s, "steps_per_s": steps_per_s, "train_wall_s": train_wall,
+        "time_to_475_s": hit and hit["wall_s"], "steps_to_475": hit and hit["env_steps"],
+        "time_to_475_excl_compile_s": hit and hit["wall_s"] - compile_s,
+        "greedy_mean": float(returns.mean()), "greedy_std": float(returns.std()),
+        "greedy_returns": returns.tolist(),
+        "curve": [{"env_steps": r["env_steps"], "wall_s": round(r["wall_s"], 3),
+                   "return_mean": r["return_mean"][0]} for r in records],
+    }
+    log(f"imagined_rl seed {seed}: compile {compile_s:.1f}s, {steps_per_s:.0f} steps/s, "
+        f"475 at {_fmt(result['time_to_475_s'])}s, greedy {returns.mean():.1f}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# 2. imagined_rl, several agents in one compiled call
+# --------------------------------------------------------------------------------------------
+
+
+def bench_multi_seed(num_seeds: int, steps: int) -> dict[str, Any]:
+    from imagined_rl.envs.classic import CartPole
+    from imagined_rl.ppo import PPO
+
+    calls, per_call, total = _rounded_plan(steps)
+    t0 = time.perf_counter()
+    hp = _hparams(f"num_seeds={num_seeds}")
+    agent = PPO(CartPole(int(hp.num_envs) * num_seeds), hp, total_env_steps=total, seed=0)
+    records = _train_timed(agent, calls, per_call, t0)
+    train_wall = time.perf_counter() - t0
+    steps_per_call = per_call * agent.steps_per_iteration * num_seeds  # all agents together
+    compile_s, steps_per_s = _compile_and_throughput(records, steps_per_call)
+    greedy = [float(_greedy_returns(agent, FLAGS.eval_episodes, i).mean())
+              for i in range(num_seeds)]
+    solved = sum(g >= THRESHOLD for g in greedy)
+    result = {
+        "num_seeds": num_seeds, "env_steps_per_agent": agent.env_steps, "compile_s": compile_s,
+        "total_steps_per_s": steps_per_s, "per_agent_steps_per_s": steps_per_s / num_seeds,
+        "train_wall_s": train_wall, "greedy_mean_per_agent": greedy,
+        "fraction_solved": solved / num_seeds,
+        "final_train_return_per_agent": records[-1]["return_mean"],
+    }
+    log(f"{num_seeds} seeds in one call: compile {compile_s:.1f}s, {steps_per_s:.0f} steps/s "
+        f"total, {solved}/{num_seeds} greedy >= {THRESHOLD:g}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# 3. imagined_rl throughput against num_envs
+# --------------------------------------------------------------------------------------------
+
+
+def bench_scaling_point(num_envs: int, base_iterations: int) -> dict[str, Any]:
+    from imagined_rl.envs.classic import CartPole
+    from imagined_rl.ppo import PPO
+
+    factor = 16 if num_envs <= 4 else 4 if num_envs <= 64 else 1
+    iterations = base_iterations * factor
+    hp = _hparams(f"num_envs={num_envs}")
+    steps_per_call = iterations * int(hp.epoch_length) * num_envs
+    agent = PPO(CartPole(num_envs), hp, total_env_steps=2 * steps_per_call, seed=0)
+    records = _train_timed(agent, 2, iterations, time.perf_counter())  # compile call, timed call
+    compile_s, steps_per_s = _compile_and_throughput(records, steps_per_call)
+    log(f"num_envs={num_envs}: {iterations} iterations, compile {compile_s:.1f}s, "
+        f"{steps_per_s:.0f} steps/s")
+    return {"num_envs": num_envs, "iterations": iterations, "timed_env_steps": steps_per_call,
+            "compile_s": compile_s, "steps_per_s": steps_per_s}
+
+
+# --------------------------------------------------------------------------------------------
+# 4. stable-baselines3
+# --------------------------------------------------------------------------------------------
+
+
+def bench_sb3(seed: int, steps: int) -> dict[str, Any]:
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    torch.set_num_threads(1)
+
+    class FirstCrossing(BaseCallback):
+        """After each rollout: mean return of the last SB3_WINDOW episodes, first >= 475."""
+
+        def __init__(self, t0: float):
+            super().__init__()
+            self.t0, self.time_s, self.steps = t0, None, None
+            self.curve: list[dict[str, Any]] = []
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            episodes = list(self.model.ep_info_buffer)[-SB3_WINDOW:]
+            if not episodes:
+                return
+            mean = float(np.mean([e["r"] for e in episodes]))
+            wall = time.perf_counter() - self.t0
+            self.curve.append({"env_steps": self.num_timesteps, "wall_s": round(wall, 3),
+                               "return_mean": mean})
+            if self.time_s is None and mean >= THRESHOLD:
+                self.time_s, self.steps = wall, self.num_timesteps
+
+    t0 = time.perf_counter()
+    model = PPO(
+        "MlpPolicy", make_vec_env("CartPole-v1", n_envs=4, seed=seed), n_steps=128,
+        batch_size=128, n_epochs=4, learning_rate=lambda f: 2.5e-4 * f, gamma=0.99,
+        gae_lambda=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
+        policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh),
+        device="cpu", seed=seed,
+    )
+    callback = FirstCrossing(t0)
+    learn_start = time.perf_counter()
+    model.learn(total_timesteps=steps, callback=callback)
+    learn_s = time.perf_counter() - learn_start
+    train_wall = time.perf_counter() - t0
+    eval_env = make_vec_env("CartPole-v1", n_envs=FLAGS.eval_episodes, seed=EVAL_SEED)
+    returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=FLAGS.eval_episodes,
+                                 deterministic=True, return_episode_rewards=True)
+    returns = np.asarray(returns, float)
+    result = {
+        "framework": "stable-baselines3", "seed": seed, "env_steps": int(model.num_timesteps),
+        "compile_s": None, "steps_per_s": model.num_timesteps / learn_s,
+        "train_wall_s": train_wall,
+        "time_to_475_s": callback.time_s, "steps_to_475": callback.steps,
+        "greedy_mean": float(returns.mean()), "greedy_std": float(returns.std()),
+        "greedy_returns": returns.tolist(), "curve": callback.curve,
+    }
+    log(f"SB3 seed {seed}: {result['steps_per_s']:.0f} steps/s, 475 at "
+        f"{_fmt(callback.time_s)}s, greedy {returns.mean():.1f}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(x: Any, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _summary(runs: list[dict]) -> dict[str, Any]:
+    hits = [r["time_to_475_s"] for r in runs if r["time_to_475_s"] is not None]
+    return {
+        "steps_per_s": _mean([r["steps_per_s"] for r in runs]),
+        "compile_s": _mean([r["compile_s"] for r in runs]),
+        "time_to_475_s": _mean(hits), "crossed": f"{len(hits)}/{len(runs)}",
+        "greedy_mean": _mean([r["greedy_mean"] for r in runs]),
+    }
+
+
+def environment_info() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+
+    def version(pkg: str) -> str:
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "tensorflow": next((version(p) for p in ("tensorflow-cpu", "tensorflow")
+                            if version(p) != "not installed"), "not installed"),
+        "torch": version("torch"), "stable_baselines3": version("stable-baselines3"),
+        "gymnasium": version("gymnasium"), "numpy": version("numpy"),
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    lines = [
+        "# PPO on CartPole-v1: imagined_rl vs stable-baselines3",
+        "",
+        f"- date: {env['date']}",
+        f"- command: `{env['command']}`",
+        f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores)",
+        f"- python {env['python']}, TensorFlow {env['tensorflow']}, torch {env['torch']}, "
+        f"stable-baselines3 {env['stable_baselines3']}, gymnasium {env['gymnasium']}, "
+        f"numpy {env['numpy']}",
+        f"- config: PureJaxRL CartPole PPO (`{HPARAMS_SET}`), {results['env_steps']:,} env steps "
+        f"per agent (--steps={results['requested_steps']:,} rounded up to whole train calls)",
+        "",
+    ]
+    runs = results.get("imagined", []) + results.get("sb3", [])
+    if runs:
+        lines += [
+            "## Single agent per run",
+            "",
+            "steps/s excludes compile; time to 475 is wall time from agent construction, "
+            "compile included (imagined_rl: mean training return of one 16-iteration call; "
+            f"SB3: last {SB3_WINDOW} episodes after each rollout); greedy return: "
+            f"{FLAGS.eval_episodes} episodes, mean ± std.",
+            "",
+            "| framework | seed | env steps | compile s | env steps/s | time to 475 s "
+            "| steps to 475 | train wall s | greedy return |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in runs:
+            lines.append(
+                f"| {r['framework']} | {r['seed']} | {r['env_steps']:,} | {_fmt(r['compile_s'])} "
+                f"| {_fmt(r['steps_per_s'], 0)} | {_fmt(r['time_to_475_s'])} "
+                f"| {_fmt(r['steps_to_475'])} | {_fmt(r['train_wall_s'])} "
+                f"| {r['greedy_mean']:.1f} ± {r['greedy_std']:.1f} |")
+        for name, s in results.get("summary", {}).items():
+            lines.append(
+                f"| **{name} mean** | | | {_fmt(s['compile_s'])} | {_fmt(s['steps_per_s'], 0)} "
+                f"| {_fmt(s['time_to_475_s'])} ({s['crossed']} crossed) | | "
+                f"| {_fmt(s['greedy_mean'])} |")
+        ratio = results.get("ratio")
+        if ratio:
+            lines += [
+                "",
+                f"- throughput imagined_rl / SB3: **{_fmt(ratio['steps_per_s'], 2)}×**",
+                f"- wall time to 475 imagined_rl / SB3: **{_fmt(ratio['time_to_475_s'], 2)}×** "
+                "(means over the seeds that crossed; < 1 means imagined_rl is faster)",
+            ]
+        lines.append("")
+    multi = results.get("multi_seed")
+    if multi:
+        lines += [
+            f"## {multi['num_seeds']} agents in one compiled call",
+            "",
+            "| agents | env steps per agent | compile s | total env steps/s "
+            "| per-agent env steps/s | greedy ≥ 475 | greedy return per agent |",
+            "|---:|---:|---:|---:|---:|---:|---|",
+            f"| {multi['num_seeds']} | {multi['env_steps_per_agent']:,} "
+            f"| {_fmt(multi['compile_s'])} | {_fmt(multi['total_steps_per_s'], 0)} "
+            f"| {_fmt(multi['per_agent_steps_per_s'], 0)} | {multi['fraction_solved']:.0%} "
+            f"| {', '.join(f'{g:.0f}' for g in multi['greedy_mean_per_agent'])} |",
+            "",
+        ]
+    scaling = results.get("scaling")
+    if scaling:
+        lines += [
+            "## imagined_rl throughput against num_envs (epoch_length 128, 4 minibatches)",
+            "",
+            "| num_envs | iterations timed | env steps timed | compile s | env steps/s |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {p['num_envs']} | {p['iterations']} | {p['timed_env_steps']:,} "
+                  f"| {_fmt(p['compile_s'])} | {_fmt(p['steps_per_s'], 0)} |" for p in scaling]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    steps = FLAGS.steps
+    results: dict[str, Any] = {"environment": environment_info(), "requested_steps": steps,
+                               "env_steps": _rounded_plan(steps)[2], "threshold": THRESHOLD}
+    steps = results["env_steps"]  # SB3 trains exactly as many steps as imagined_rl
+    if not FLAGS.skip_imagined:
+        results["imagined"] = [bench_imagined(seed, steps) for seed in range(FLAGS.seeds)]
+    if not FLAGS.skip_multi_seed:
+        results["multi_seed"] = bench_multi_seed(FLAGS.num_seeds, steps)
+    if not FLAGS.skip_scaling:
+        results["scaling"] = [bench_scaling_point(int(n), FLAGS.scaling_iterations)
+                              for n in FLAGS.scaling_envs]
+    if not FLAGS.skip_sb3:  # last: torch is imported only after the TensorFlow timings
+        results["sb3"] = [bench_sb3(seed, steps) for seed in range(FLAGS.seeds)]
+    summary = {}
+    for key, name in (("imagined", "imagined_rl"), ("sb3", "stable-baselines3")):
+        if results.get(key):
+            summary[name] = _summary(results[key])
+    results["summary"] = summary
+    if len(summary) == 2:
+        ours, theirs = summary["imagined_rl"], summary["stable-baselines3"]
+        results["ratio"] = {
+            "steps_per_s": ours["steps_per_s"] / theirs["steps_per_s"],
+            "time_to_475_s": (ours["time_to_475_s"] / theirs["time_to_475_s"]
+                              if ours["time_to_475_s"] and theirs["time_to_475_s"] else None),
+        }
+    report = markdown(results)
+    print(report)
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.out_dir, "ppo_vs_peers.md"), "w") as f:
+        f.write(report + "\n")
+    with open(os.path.join(FLAGS.out_dir, "ppo_vs_peers.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    log(f"wrote {FLAGS.out_dir}/ppo_vs_peers.md and .json")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,133 @@
+"""Learning, resume and command-line tests for the model-free loop (loops.py, cli.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from imagined_rl import loops, registry
+from imagined_rl.envs.classic import CartPole
+from imagined_rl.ppo import PPO
+
+CLI = [sys.executable, "-m", "imagined_rl.cli"]
+
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)
+
+
+def _metrics(run_dir) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_ppo_learns_cartpole(tmp_path):
+    """The CI learning test: greedy return >= 475 on native CartPole within 300k steps."""
+    hp = registry.hparams("ppo_cartpole")
+    assert hp.train_steps <= 300_000
+    config = loops.RunConfig("CartPole-v1", "ppo_cartpole", hp.values(), seed=1)
+    result = loops.train_model_free(config, str(tmp_path), eval_episodes=32, progress=False)
+    assert result["env_steps"] <= 300_000 + hp.num_envs * hp.epoch_length
+    assert result["mean_return"] >= 475, result
+    rows = _metrics(tmp_path)
+    assert {"env_steps", "wall_time_s", "return_mean"} <= set(rows[0])
+    assert rows[-1]["return_mean"] > rows[0]["return_mean"] + 200  # it learned while training
+    assert os.path.getsize(tmp_path / "learning_curve.png") > 1000
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+
+
+def test_ppo_learns_pendulum(tmp_path):
+    """Gaussian policy: Pendulum-v1 improves to a greedy return >= -400 within 150k steps."""
+    hp = registry.hparams("ppo_pendulum")
+    config = loops.RunConfig("Pendulum-v1", "ppo_pendulum", hp.values(), seed=0)
+    result = loops.train_model_free(config, str(tmp_path), eval_episodes=32, progress=False)
+    assert result["mean_return"] >= -400, result
+    assert _metrics(tmp_path)[0]["return_mean"] < -900  # it started poor, so this is learning
+
+
+def test_resume_continues_exactly():
+    """Checkpoint after one call, restore into a fresh agent: the next call matches bit-for-bit."""
+    hp = registry.hparams("ppo_cartpole").parse(
+        "num_envs=2,epoch_length=16,num_minibatches=2,iterations_per_call=2")
+
+    def agent() -> PPO:
+        return PPO(CartPole(2), hp, total_env_steps=1000, seed=3)
+
+    straight = agent()
+    straight.train()
+    straight.train()
+    first = agent()
+    first.train()
+    ckpt_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"resume-{os.getpid()}")
+    path = tf.train.Checkpoint(state=first.variables()).save(ckpt_dir + "/ckpt")
+    resumed = agent()
+    tf.train.Checkpoint(state=resumed.variables()).restore(path).assert_consumed()
+    resumed.train()
+    for a, b in zip(tf.nest.flatten(straight.state), tf.nest.flatten(resumed.state)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_cli_kill_and_resume(tmp_path):
+    """SIGKILL mid-run, rerun the same command: it resumes and finishes without duplicate logs."""
+    run_dir = str(tmp_path / "run")
+    args = ["train", f"--output_dir={run_dir}", "--train_steps=100000", "--save_checkpoints_secs=0",
+            "--noprogress", "--episodes=4", "--hparams=iterations_per_call=1"]
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = os.path.join(run_dir, "checkpoints")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if os.path.isdir(ckpts) and sum(n.endswith(".index") for n in os.listdir(ckpts)) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done_before = _metrics(run_dir)[-1]["env_steps"]
+    assert done_before < 100_000
+    out = _cli(*args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resuming" in out.stdout + out.stderr
+    steps = [r["env_steps"] for r in _metrics(run_dir)]
+    assert steps == sorted(set(steps)), "metrics.jsonl has duplicate or out-of-order lines"
+    assert steps[-1] >= 100_000
+    assert steps[0] == 128 * 4  # the first lines, from before the kill, are kept
+
+    ev = _cli("evaluate", f"--output_dir={run_dir}", "--episodes=3", "--json")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    result = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert result["episodes"] == 3 and {"mean_return", "std_return"} <= set(result)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--hparams=lerning_rate_constant=1e-3"], "did you mean: learning_rate_constant"),
+    (["--hparams=num_envs=2.5"], "expects int"),
+    (["--problem=gym_cartpole_randm"], "unknown problem 'gym_cartpole_randm'"),
+    (["--hparams_set=ppo_cartpol"], "did you mean: ppo_cartpole"),
+    (["--env=CartPol-v1"], "did you mean: CartPole-v1"),
+    (["--env=tests.bad_envs:WrongObsShape"], "expected [4, 4]"),
+    (["--env=tests.bad_envs:PythonState"], "not a tensor"),
+    (["--env=tests.bad_envs:NoSuchEnv"], "cannot load custom env"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, args, needle):
+    out = _cli("train", f"--output_dir={tmp_path}", "--hparams_set=ppo_base", *args)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.startswith("imagined-rl: error:")]
+    assert len(lines) == 1 and needle in lines[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
+def test_cli_registry_help():
+    out = _cli("--registry_help")
+    assert out.returncode == 0
+    for name in ("ppo_original_params", "ppo_atari_base", "ppo_cartpole", "CartPole-v1"):
+        assert name in out.stdout
