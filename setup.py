@@ -14,11 +14,14 @@ INSTALL = [
     "imageio==2.38.1",
 ]
 
+ATARI = ["ale-py==0.12.1", "opencv-python-headless==5.0.0.93"]  # cv2: AtariPreprocessing
+MINATAR = ["minatar==1.0.15"]
 EXTRAS = {
-    "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0", "ruff==0.17.5"],
+    "atari": ATARI,
+    "minatar": MINATAR,
+    # The tests cover the Atari and MinAtar adapters too, so [dev] brings both.
+    "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0", "ruff==0.17.5", *ATARI, *MINATAR],
     "bench": ["torch==2.13.0", "stable-baselines3==2.9.2"],
-    "atari": ["ale-py==0.12.1", "opencv-python-headless==5.0.0.93"],  # cv2: AtariPreprocessing
-    "minatar": ["minatar==1.0.15"],
 }
 
 setup(

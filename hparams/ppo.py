@@ -83,3 +83,14 @@ def ppo_pendulum() -> HParams:
         clip_value_loss=False, reward_scale=0.1, train_steps=150_000, iterations_per_call=4,
     ))
     return hp
+
+
+@register_hparams
+def ppo_minatar() -> HParams:
+    """MinAtar (10x10xC binary grids) through the gymnasium adapter, with a one-layer MLP."""
+    hp = ppo_base()
+    hp.override_from_dict(dict(
+        num_envs=16, epoch_length=64, learning_rate_constant=1e-3, policy_layers=(128,),
+        value_layers=(128,), iterations_per_call=8, train_steps=200_000,
+    ))
+    return hp

@@ -43,6 +43,7 @@ DEFAULT_HPARAMS = {"CartPole-v1": "ppo_cartpole", "Pendulum-v1": "ppo_pendulum"}
 
 
 def _env_id() -> str:
+    """The env to train on: the problem's, when --problem is given."""
     if FLAGS.problem:
         return registry.problem(FLAGS.problem).env_id
     return FLAGS.env
@@ -58,7 +59,7 @@ def train() -> int:
     output_dir = FLAGS.output_dir or os.path.join(
         "runs", f"{env_id.replace('/', '_').replace(':', '_')}-{set_name}-s{FLAGS.seed}")
     config = loops.RunConfig(env=env_id, hparams_set=set_name, hparams=hp.values(),
-                             seed=FLAGS.seed)
+                             seed=FLAGS.seed, problem=FLAGS.problem)
     print(f"training PPO on {env_id} with {set_name} for {hp.train_steps} env steps "
           f"-> {output_dir}", flush=True)
     loops.train_model_free(config, output_dir, save_checkpoints_secs=FLAGS.save_checkpoints_secs,

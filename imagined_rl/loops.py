@@ -36,8 +36,9 @@ from imagined_rl.hparams_lib import HParams
 from imagined_rl.ppo import PPO
 
 
-def make_env(env_id: str, num_envs: int) -> BatchEnv:
-    """A batch env for ``env_id``: a registered native env, or ``module.path:Factory``.
+def make_env(env_id: str, num_envs: int, seed: int = 0) -> BatchEnv:
+    """A batch env for ``env_id``: a registered native env, any other gymnasium id (stepped on the
+    host through the adapter), or ``module.path:Factory`` for your own ``BatchEnv``.
 
     A custom factory is called as ``Factory(num_envs=num_envs)`` and checked with
     :func:`check_env`, so a malformed env fails here with one line saying what is wrong.
@@ -54,7 +55,22 @@ def make_env(env_id: str, num_envs: int) -> BatchEnv:
             raise UserError(f"custom env '{env_id}' failed to build: {e!r}") from e
         check_env(env)
         return env
-    return registry.env(env_id)(num_envs=num_envs)
+    if env_id in registry.list_envs():
+        return registry.env(env_id)(num_envs=num_envs)
+    import gymnasium as gym
+
+    if env_id in gym.registry:
+        from imagined_rl.envs.gym_adapter import GymEnv
+
+        return GymEnv(env_id, num_envs, seed=seed)
+    return registry.env(env_id)  # raises UnknownNameError with the close matches
+
+
+def env_for(config: RunConfig, num_envs: int) -> BatchEnv:
+    """The env a run trains on: its problem's env if it names one, else ``config.env``."""
+    if config.problem:
+        return registry.problem(config.problem).make_env(num_envs, seed=config.seed)
+    return make_env(config.env, num_envs, seed=config.seed)
 
 
 def reward_threshold(env_id: str) -> float | None:
@@ -102,6 +118,7 @@ class RunConfig:
     hparams_set: str
     hparams: dict[str, Any]
     seed: int
+    problem: str | None = None
 
     def __post_init__(self) -> None:
         self.hparams = json.loads(json.dumps(self.hparams))  # tuples -> lists, as on disk
@@ -134,7 +151,7 @@ def _atomic_write(path: str, text: str) -> None:
 def build_agent(config: RunConfig) -> tuple[PPO, HParams]:
     """The PPO agent (and its env) that ``config`` describes, freshly initialised."""
     hp = config.make_hparams()
-    env = make_env(config.env, int(hp.num_envs) * int(hp.num_seeds))
+    env = env_for(config, int(hp.num_envs) * int(hp.num_seeds))
     return PPO(env, hp, total_env_steps=int(hp.train_steps), seed=config.seed), hp
 
 
@@ -157,7 +174,7 @@ def train_model_free(
     if os.path.exists(os.path.join(output_dir, "config.json")):
         old = RunConfig.load(output_dir)
         if old != config:
-            diff = [k for k in ("env", "hparams_set", "seed")
+            diff = [k for k in ("env", "problem", "hparams_set", "seed")
                     if getattr(old, k) != getattr(config, k)]
             diff += sorted(k for k in set(old.hparams) | set(config.hparams)
                            if old.hparams.get(k) != config.hparams.get(k))
@@ -229,7 +246,7 @@ def train_model_free(
 def evaluate_agent(agent: PPO, config: RunConfig, episodes: int, greedy: bool = True,
                    seed: int = 12345) -> dict[str, Any]:
     """Greedy (or sampled) returns of ``episodes`` fresh episodes of agent 0 on the real env."""
-    env = make_env(config.env, episodes)
+    env = env_for(config, episodes)
     returns = evaluate(env, lambda obs, key: agent.act(obs, key, greedy=greedy), seed=seed)
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
             "episodes": int(episodes), "env_steps": agent.env_steps, "greedy": greedy}

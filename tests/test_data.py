@@ -325,7 +325,7 @@ def test_kill_and_resume_gives_identical_files(tmp_path):
         for r in data.read_steps(killed, **kw).as_numpy_iterator())
     assert set(epoch_of()) == {(0, 0), (1, 1)}
     assert set(epoch_of(epochs=[1])) == {(1, 1)}
-    assert data.shard_files(killed, "train")[-1].endswith("train-00001-of-00001.epoch1.tfrecord")
+    assert data.shard_files(killed, "train")[-1].endswith("train-00000-of-00001.epoch1.tfrecord")
 
     again = data.record(env, random_policy(env), data_dir=killed, **kwargs)
     assert (again.shards_skipped, again.shards_written) == (5, 0)

@@ -1,0 +1,105 @@
+"""Named problems: an environment, its preprocessing and a data recipe, tensor2tensor-style.
+
+``gym_<env>_random`` (classic control), ``gym_<game>_random`` (every ALE game, SimPLe's
+preprocessing) and ``minatar_<game>_random`` record experience with a uniformly random policy;
+``imagined-rl datagen --problem=NAME --policy_dir=RUN`` records with a trained PPO policy instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from imagined_rl.registry import register_problem
+
+# tensor2tensor's list of Atari games (rl/gym_utils ATARI_GAMES), as snake_case names.
+ATARI_GAMES = (
+    "air_raid", "alien", "amidar", "assault", "asterix", "asteroids", "atlantis", "bank_heist",
+    "battle_zone", "beam_rider", "berzerk", "bowling", "boxing", "breakout", "carnival",
+    "centipede", "chopper_command", "crazy_climber", "defender", "demon_attack", "double_dunk",
+    "elevator_action", "enduro", "fishing_derby", "freeway", "frostbite", "gopher", "gravitar",
+    "hero", "ice_hockey", "jamesbond", "journey_escape", "kangaroo", "krull", "kung_fu_master",
+    "montezuma_revenge", "ms_pacman", "name_this_game", "phoenix", "pitfall", "pong", "pooyan",
+    "private_eye", "qbert", "riverraid", "road_runner", "robotank", "seaquest", "skiing",
+    "solaris", "space_invaders", "star_gunner", "tennis", "time_pilot", "tutankham",
+    "up_n_down", "venture", "video_pinball", "wizard_of_wor", "yars_revenge", "zaxxon",
+)
+MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+CLASSIC = {"cartpole": "CartPole-v1", "acrobot": "Acrobot-v1", "mountain_car": "MountainCar-v0",
+           "pendulum": "Pendulum-v1"}
+
+
+@dataclasses.dataclass
+class Problem:
+    """An env plus what to record from it. ``observation_kind`` tells world models what to expect:
+    ``"vector"`` (float features), ``"grid"`` (binary 10x10xC) or ``"rgb"`` (uint8 frames)."""
+
+    name: str
+    env_id: str
+    observation_kind: str
+    num_steps: int  # default amount of experience to record (env steps)
+    steps_per_shard: int
+    num_envs: int = 8  # envs stepped in parallel while recording
+
+    def make_env(self, num_envs: int, seed: int = 0) -> Any:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class ClassicProblem(Problem):
+    """Classic control, on the native in-graph env (which matches gymnasium step for step)."""
+
+    def make_env(self, num_envs: int, seed: int = 0) -> Any:
+        from imagined_rl import registry
+
+        return registry.env(self.env_id)(num_envs=num_envs)
+
+
+@dataclasses.dataclass
+class AtariProblem(Problem):
+    """An ALE game with SimPLe's preprocessing: 105x80 RGB, frame skip 4 with max-pooling, sticky
+    actions, up to 30 no-op starts, rewards clipped to their sign (raw reward kept)."""
+
+    game: str = "pong"
+
+    def make_env(self, num_envs: int, seed: int = 0) -> Any:
+        from imagined_rl.envs.atari import make_atari
+
+        return make_atari(self.game, num_envs, seed=seed)
+
+
+@dataclasses.dataclass
+class MinAtarProblem(Problem):
+    """A MinAtar game: 10x10xC binary observations, minimal action set."""
+
+    game: str = "breakout"
+
+    def make_env(self, num_envs: int, seed: int = 0) -> Any:
+        from imagined_rl.envs.atari import make_minatar
+
+        return make_minatar(self.game, num_envs, seed=seed)
+
+
+def _register(name: str, make: Any, doc: str) -> None:
+    make.__doc__ = doc
+    make.__name__ = name
+    register_problem(name)(make)
+
+
+for _short, _env_id in CLASSIC.items():
+    _register(f"gym_{_short}_random",
+              lambda n=f"gym_{_short}_random", e=_env_id: ClassicProblem(
+                  n, e, "vector", num_steps=100_000, steps_per_shard=10_000),
+              f"{_env_id} (native, gymnasium-exact), random policy")
+
+for _game in ATARI_GAMES:
+    _register(f"gym_{_game}_random",
+              lambda n=f"gym_{_game}_random", g=_game: AtariProblem(
+                  n, f"ALE/{g}", "rgb", num_steps=100_000, steps_per_shard=5_000, game=g),
+              f"Atari {_game}, SimPLe preprocessing (105x80 RGB), random policy")
+
+for _game in MINATAR_GAMES:
+    _register(f"minatar_{_game}_random",
+              lambda n=f"minatar_{_game}_random", g=_game: MinAtarProblem(
+                  n, f"MinAtar/{g}", "grid", num_steps=100_000, steps_per_shard=10_000, game=g),
+              f"MinAtar {_game} (10x10xC binary), random policy")
