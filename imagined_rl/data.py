@@ -55,11 +55,13 @@ Shards
     Finished episodes go to the shard whole (never split across shards) until the shard holds at
     least ``steps_per_shard`` transitions; episodes still running at that moment are run to their
     end and kept (dropping them would over-represent short episodes), episodes begun after it are
-    discarded. A shard is written to ``<name>.tmp`` and renamed into place when complete, so a
-    killed run never leaves a half shard; rerunning the same ``record`` call skips complete shards
-    and regenerates the rest, and the result is byte-identical to an uninterrupted run (given the
-    same policy). Global shards are assigned to ``dev`` evenly spaced (every ``1/dev_fraction``-th,
-    at least one when ``dev_fraction > 0`` and there are two or more shards), the rest to
+    discarded. (``finish_episodes=False`` instead runs every env ``ceil(steps_per_shard /
+    num_envs)`` steps and stores the running episodes cut there, as truncated.) A shard is
+    written to ``<name>.tmp`` and renamed into place when complete, so a killed run never leaves
+    a half shard; rerunning the same ``record`` call skips complete shards and regenerates the
+    rest, and the result is byte-identical to an uninterrupted run (given the same policy).
+    Global shards are assigned to ``dev`` evenly spaced (every ``1/dev_fraction``-th, at least
+    one when ``dev_fraction > 0`` and there are two or more shards), the rest to
     ``train``. Files go through ``tf.io.gfile``; the rename is atomic on local disks, and on
     object stores (``gs://``) the final name still appears only once the shard is complete.
 
@@ -431,6 +433,7 @@ def record(
     steps_per_shard: int = 10_000,
     epoch: int = 0,
     problem: str | None = None,
+    finish_episodes: bool = True,
     reward_clip: tuple[float, float] | None = None,
     progress: bool = True,
     max_episode_steps: int = 100_000,
@@ -439,12 +442,20 @@ def record(
     """Records about ``num_steps`` env steps of ``policy`` on ``env`` into ``data_dir``.
 
     Writes ``ceil(num_steps / steps_per_shard)`` shards of collection epoch ``epoch`` (see the
-    module docstring for the layout), each holding whole episodes and at least
-    ``steps_per_shard`` transitions, so the total is at least ``num_steps``. ``policy(obs, key)``
-    maps a batch of observations and a stateless RNG key to a batch of actions (for instance
-    ``lambda obs, key: random_actions(env.action_spec, env.num_envs, key)``); it is traced
-    into a ``tf.function`` together with ``env.step`` and must be deterministic given its key
-    for the data to be reproducible.
+    module docstring for the layout), each holding at least ``steps_per_shard`` transitions, so
+    the total is at least ``num_steps``. With ``finish_episodes`` (the default) a shard holds
+    whole episodes only: once it has ``steps_per_shard`` transitions in finished episodes, the
+    episodes still running are run to their end, so a shard may exceed ``steps_per_shard`` by
+    up to about ``num_envs`` episode lengths (size ``steps_per_shard`` well above that). With
+    ``finish_episodes=False`` every env runs exactly ``ceil(steps_per_shard / num_envs)``
+    steps and the episodes running at the end are stored cut there, as truncated (``done`` 1,
+    ``terminated`` 0; t2t also stored the rollouts cut by the end of an epoch): use it when
+    episodes are long compared with the budget, as in SimPLe's small Atari epochs.
+
+    ``policy(obs, key)`` maps a batch of observations and a stateless RNG key to a batch of
+    actions (for instance ``lambda obs, key: random_actions(env.action_spec, env.num_envs,
+    key)``); it is traced into a ``tf.function`` together with ``env.step`` and must be
+    deterministic given its key for the data to be reproducible.
 
     Resumable: complete shards already in ``data_dir`` are skipped, so rerunning the same call
     after a kill finishes the job with byte-identical data. A rerun with different arguments for
@@ -483,6 +494,7 @@ def record(
             "dev_fraction": float(dev_fraction),
             "num_shards": num_shards,
             "num_envs": int(env.num_envs),
+            "finish_episodes": bool(finish_episodes),
             "env": env.name,
             "reward_clip": None if reward_clip is None else [float(v) for v in reward_clip],
         },
@@ -493,13 +505,15 @@ def record(
         tf.io.gfile.remove(stale)  # left by a killed writer; its shard is regenerated below
 
     summary = RecordSummary(data_dir, epoch, num_shards, files=paths)
-    encoder = _EpisodeEncoder(spec, epoch)
-    step_fn = _make_step_fn(env, policy)
     root = make_key(seed)
     with tqdm.tqdm(
         total=num_shards * steps_per_shard, unit="step", disable=not progress,
         desc=f"recording epoch {epoch}", dynamic_ncols=True,
     ) as bar:
+        recorder = _ShardRecorder(
+            env, _make_step_fn(env, policy), _EpisodeEncoder(spec, epoch), steps_per_shard,
+            finish_episodes, reward_clip, max_episode_steps, on_step, bar,
+        )
         for shard, path in enumerate(paths):
             if tf.io.gfile.exists(path):
                 summary.shards_skipped += 1
@@ -508,10 +522,7 @@ def record(
             key = tf.random.experimental.stateless_fold_in(
                 tf.random.experimental.stateless_fold_in(root, epoch), shard
             )
-            steps, episodes = _record_shard(
-                env, step_fn, key, path, encoder, shard, steps_per_shard,
-                reward_clip, max_episode_steps, on_step, bar,
-            )
+            steps, episodes = recorder.run(shard, key, path)
             summary.shards_written += 1
             summary.steps += steps
             summary.episodes += episodes
@@ -576,93 +587,112 @@ def _make_step_fn(
     return step_fn
 
 
-def _record_shard(
-    env: BatchEnv,
-    step_fn: Callable[..., Any],
-    key: tf.Tensor,
-    path: str,
-    encoder: _EpisodeEncoder,
-    shard: int,
-    steps_per_shard: int,
-    reward_clip: tuple[float, float] | None,
-    max_episode_steps: int,
-    on_step: StepHook | None,
-    bar: tqdm.tqdm,
-) -> tuple[int, int]:
-    """Generates global shard ``shard`` into ``path`` (via ``path.tmp``); returns its
-    ``(transitions, episodes)``."""
-    n = env.num_envs
-    spec = encoder.spec
-    reset_key, key = tf.unstack(split(key))
-    state, obs = env.reset(reset_key)
-    obs_np = _check_obs(env, obs, spec, "reset obs")
-    current = [_Episode(obs=[obs_np[i]]) for i in range(n)]
-    active = [True] * n  # False: this env's episode began after the cut; ignore the env
-    cut = False  # the shard has its steps_per_shard; finish running episodes, start no more
-    kept_steps = 0
-    episodes = 0
-    episode_base = (encoder.epoch_index * _EPISODE_STRIDE + shard) * _EPISODE_STRIDE
-    tmp = path + ".tmp"
-    try:
-        with tf.io.TFRecordWriter(tmp) as writer:
-            while any(active):
-                state, action, step, key = step_fn(state, obs, key)
-                obs = step.obs
-                action_np = action.numpy()
-                unclipped = step.reward.numpy()
-                reward = unclipped if reward_clip is None else np.clip(unclipped, *reward_clip)
-                terminated = step.terminated.numpy()
-                truncated = step.truncated.numpy()
-                next_np = _check_obs(env, step.obs, spec, "step obs")
-                final_np = _check_obs(env, step.final_obs, spec, "step final_obs")
-                if on_step is not None:
-                    on_step(shard, {
-                        "obs": obs_np, "action": action_np, "reward": reward,
-                        "unclipped_reward": unclipped, "terminated": terminated,
-                        "truncated": truncated, "next_obs": next_np, "final_obs": final_np,
-                    })
-                obs_np = next_np
-                for i in range(n):
-                    if not active[i]:
-                        continue
-                    ep = current[i]
-                    ep.actions.append(action_np[i])
-                    ep.obs.append(final_np[i])
-                    ep.rewards.append(float(reward[i]))
-                    ep.unclipped.append(float(unclipped[i]))
-                    if terminated[i] or truncated[i]:
-                        ep.terminated = bool(terminated[i])
-                        if episodes >= _EPISODE_STRIDE:
-                            raise UserError(
-                                f"more than {_EPISODE_STRIDE} episodes in one shard: "
-                                "lower steps_per_shard"
-                            )
-                        for rec in encoder.encode(ep, episode_base + episodes):
-                            writer.write(rec)
-                        episodes += 1
-                        before = min(kept_steps, steps_per_shard)
-                        kept_steps += ep.steps
-                        bar.update(min(kept_steps, steps_per_shard) - before)
-                        if cut:
-                            active[i] = False
-                        current[i] = _Episode(obs=[next_np[i]])
-                    elif ep.steps >= max_episode_steps:
-                        raise UserError(
-                            f"env {env.name}: an episode ran past {max_episode_steps} steps "
-                            "without ending; give the env a time limit or raise "
-                            "max_episode_steps"
-                        )
-                if not cut and kept_steps >= steps_per_shard:
-                    cut = True
-                    for i in range(n):  # an episode that only just began starts after the cut
-                        if current[i].steps == 0:
-                            active[i] = False
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
-        raise
-    return kept_steps, episodes
+@dataclasses.dataclass
+class _ShardRecorder:
+    """Generates shards: runs the envs from a shard's key and writes its episodes."""
+
+    env: BatchEnv
+    step_fn: Callable[..., Any]
+    encoder: _EpisodeEncoder
+    steps_per_shard: int
+    finish_episodes: bool
+    reward_clip: tuple[float, float] | None
+    max_episode_steps: int
+    on_step: StepHook | None
+    bar: tqdm.tqdm
+
+    def run(self, shard: int, key: tf.Tensor, path: str) -> tuple[int, int]:
+        """Writes global shard ``shard`` to ``path`` (via ``path.tmp``, renamed when complete);
+        returns its ``(transitions, episodes)``."""
+        tmp = path + ".tmp"
+        try:
+            with tf.io.TFRecordWriter(tmp) as writer:
+                counts = self._generate(shard, key, writer)
+            tf.io.gfile.rename(tmp, path, overwrite=True)
+        except BaseException:  # Ctrl-C included: leave no temp file behind
+            if tf.io.gfile.exists(tmp):
+                tf.io.gfile.remove(tmp)
+            raise
+        return counts
+
+    def _generate(
+        self, shard: int, key: tf.Tensor, writer: tf.io.TFRecordWriter
+    ) -> tuple[int, int]:
+        env, n, spec = self.env, self.env.num_envs, self.encoder.spec
+        limit = self.steps_per_shard
+        batch_steps = math.ceil(limit / n)  # finish_episodes=False: a fixed-length rollout
+        episode_base = (self.encoder.epoch_index * _EPISODE_STRIDE + shard) * _EPISODE_STRIDE
+        kept_steps = episodes = 0
+
+        def write(ep: _Episode) -> None:
+            nonlocal kept_steps, episodes
+            if episodes >= _EPISODE_STRIDE:
+                raise UserError(
+                    f"more than {_EPISODE_STRIDE} episodes in one shard: lower steps_per_shard"
+                )
+            for rec in self.encoder.encode(ep, episode_base + episodes):
+                writer.write(rec)
+            episodes += 1
+            before = min(kept_steps, limit)
+            kept_steps += ep.steps
+            self.bar.update(min(kept_steps, limit) - before)
+
+        reset_key, key = tf.unstack(split(key))
+        state, obs = env.reset(reset_key)
+        obs_np = _check_obs(env, obs, spec, "reset obs")
+        current = [_Episode(obs=[obs_np[i]]) for i in range(n)]
+        active = [True] * n  # False: this env's episode began after the cut; ignore the env
+        cut = False  # the shard has its steps; finish the running episodes, start no more
+        it = 0
+        while any(active):
+            state, action, step, key = self.step_fn(state, obs, key)
+            obs, it = step.obs, it + 1
+            action_np = action.numpy()
+            unclipped = step.reward.numpy()
+            reward = unclipped
+            if self.reward_clip is not None:
+                reward = np.clip(unclipped, *self.reward_clip)
+            terminated = step.terminated.numpy()
+            truncated = step.truncated.numpy()
+            next_np = _check_obs(env, step.obs, spec, "step obs")
+            final_np = _check_obs(env, step.final_obs, spec, "step final_obs")
+            if self.on_step is not None:
+                self.on_step(shard, {
+                    "obs": obs_np, "action": action_np, "reward": reward,
+                    "unclipped_reward": unclipped, "terminated": terminated,
+                    "truncated": truncated, "next_obs": next_np, "final_obs": final_np,
+                })
+            obs_np = next_np
+            for i in range(n):
+                if not active[i]:
+                    continue
+                ep = current[i]
+                ep.actions.append(action_np[i])
+                ep.obs.append(final_np[i])
+                ep.rewards.append(float(reward[i]))
+                ep.unclipped.append(float(unclipped[i]))
+                if terminated[i] or truncated[i]:
+                    ep.terminated = bool(terminated[i])
+                    write(ep)
+                    if cut:
+                        active[i] = False
+                    current[i] = _Episode(obs=[next_np[i]])
+                elif ep.steps >= self.max_episode_steps:
+                    raise UserError(
+                        f"env {env.name}: an episode ran past {self.max_episode_steps} steps "
+                        "without ending; give the env a time limit or raise max_episode_steps"
+                    )
+            if not self.finish_episodes and it >= batch_steps:
+                for i in range(n):  # cut where they stand: stored as truncated
+                    if current[i].steps > 0:
+                        write(current[i])
+                break
+            if not cut and kept_steps >= limit:
+                cut = True
+                for i in range(n):  # an episode that only just began starts after the cut
+                    if current[i].steps == 0:
+                        active[i] = False
+        return kept_steps, episodes
 
 
 def _check_obs(env: BatchEnv, obs: tf.Tensor, spec: DataSpec, where: str) -> np.ndarray:

@@ -79,7 +79,8 @@ class Killed(Exception):
     pass
 
 
-def expected_episodes(steps: list[dict[str, np.ndarray]], steps_per_shard: int) -> list[dict]:
+def expected_episodes(steps: list[dict[str, np.ndarray]], steps_per_shard: int,
+                      finish: bool = True) -> list[dict]:
     """The episodes one shard must hold, rebuilt from its raw env steps, in the written order
     (by the step they end, then env index)."""
     n = len(steps[0]["reward"])
@@ -98,6 +99,10 @@ def expected_episodes(steps: list[dict[str, np.ndarray]], steps_per_shard: int) 
                 ep["terminated"], ep["end"] = bool(tr["terminated"][i]), s
                 finished.append(ep)
                 current[i] = new(tr["next_obs"][i], s)
+    if not finish:  # a fixed-length rollout; running episodes are cut, as truncated
+        assert len(steps) == -(-steps_per_shard // n)
+        cut_short = [dict(ep, terminated=False) for ep in current if ep["action"]]
+        return finished + cut_short
     total, cut = 0, None
     for s in range(len(steps)):
         total += sum(len(ep["action"]) for ep in finished if ep["end"] == s)
@@ -126,13 +131,13 @@ def bits(x: Any) -> bytes:
 
 
 def check_round_trip(data_dir: str, capture: Capture, steps_per_shard: int,
-                     discrete: bool) -> int:
+                     discrete: bool, finish: bool = True) -> int:
     """Every stored episode equals the env's, bit for bit; returns the number of episodes."""
     stored = read_episodes(data_dir)
     want = {
         (shard, k): ep
         for shard, steps in capture.steps.items()
-        for k, ep in enumerate(expected_episodes(steps, steps_per_shard))
+        for k, ep in enumerate(expected_episodes(steps, steps_per_shard, finish))
     }
     got = {((eid // 10**6) % 10**6, eid % 10**6): recs for eid, recs in stored.items()}
     assert sorted(got) == sorted(want)
@@ -187,6 +192,16 @@ def test_cartpole_round_trip_bit_for_bit(cartpole):
     assert (spec.obs_shape, spec.obs_dtype, spec.obs_encoding) == ((4,), "float32", "float")
     assert spec.action == {"kind": "discrete", "n": 2}
     assert spec.epochs["0"]["seed"] == 7
+
+
+def test_fixed_length_shards_cut_running_episodes(tmp_path):
+    env = CartPole(num_envs=3)
+    capture = Capture()
+    summary = data.record(env, random_policy(env), 200, str(tmp_path), seed=2,
+                          steps_per_shard=100, dev_fraction=0.5, finish_episodes=False,
+                          progress=False, on_step=capture)
+    assert summary.steps == 2 * 102  # 34 steps of 3 envs per shard
+    check_round_trip(str(tmp_path), capture, 100, discrete=True, finish=False)
 
 
 def test_box_actions_reward_clip_and_truncation_round_trip(tmp_path):
