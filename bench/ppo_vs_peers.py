@@ -24,7 +24,8 @@ Measured, in this order, in one process:
    episodes of a fresh native ``CartPole(32)``.
 2. ``--num_seeds`` agents in one compiled call: total env steps/s and the fraction whose greedy
    return is >= 475.
-3. imagined_rl throughput as ``num_envs`` grows (``--scaling_envs``), compile excluded.
+3. imagined_rl throughput as ``num_envs`` grows (``--scaling_envs``), compile excluded; each
+   value in a child process that is given up after ``--scaling_timeout_s``.
 4. stable-baselines3 on gymnasium CartPole-v1, the same steps and seeds: env steps/s, wall time
    until the mean return of the last 20 training episodes is >= 475 (checked after every rollout),
    greedy (deterministic) return over 32 gymnasium episodes. Run last, so torch is imported only
@@ -46,6 +47,7 @@ import math
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from typing import Any
@@ -61,6 +63,8 @@ flags.DEFINE_integer("scaling_iterations", 8,
                      "PPO iterations per timed call at 1024 envs; fewer envs run more (x16 at 4, "
                      "x4 at 64), so the default times 65k / 262k / 1M steps at 4 / 64 / 1024")
 flags.DEFINE_list("scaling_envs", ["4", "64", "1024"], "num_envs values of the scaling run")
+flags.DEFINE_integer("scaling_timeout_s", 600, "give up on one num_envs value after this long")
+flags.DEFINE_integer("scaling_point", None, "internal: measure this num_envs, print JSON, exit")
 flags.DEFINE_integer("eval_episodes", 32, "greedy evaluation episodes per agent")
 flags.DEFINE_bool("skip_imagined", False, "skip the single-agent imagined_rl runs")
 flags.DEFINE_bool("skip_multi_seed", False, "skip the --num_seeds agents run")
@@ -155,7 +159,8 @@ def bench_imagined(seed: int, steps: int) -> dict[str, Any]:
         "greedy_mean": float(returns.mean()), "greedy_std": float(returns.std()),
         "greedy_returns": returns.tolist(),
         "curve": [{"env_steps": r["env_steps"], "wall_s": round(r["wall_s"], 3),
-                   "return_mean": r["return_mean"][0]} for r in records],
+                   "call_s": round(r["call_s"], 3), "return_mean": r["return_mean"][0]}
+                  for r in records],
     }
     log(f"imagined_rl seed {seed}: compile {compile_s:.1f}s, {steps_per_s:.0f} steps/s, "
         f"475 at {_fmt(result['time_to_475_s'])}s, greedy {returns.mean():.1f}")
@@ -188,6 +193,7 @@ def bench_multi_seed(num_seeds: int, steps: int) -> dict[str, Any]:
         "train_wall_s": train_wall, "greedy_mean_per_agent": greedy,
         "fraction_solved": solved / num_seeds,
         "final_train_return_per_agent": records[-1]["return_mean"],
+        "call_s": [r["call_s"] for r in records],
     }
     log(f"{num_seeds} seeds in one call: compile {compile_s:.1f}s, {steps_per_s:.0f} steps/s "
         f"total, {solved}/{num_seeds} greedy >= {THRESHOLD:g}")
@@ -199,7 +205,8 @@ def bench_multi_seed(num_seeds: int, steps: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def bench_scaling_point(num_envs: int, base_iterations: int) -> dict[str, Any]:
+def measure_scaling_point(num_envs: int, base_iterations: int) -> dict[str, Any]:
+    """Env steps/s of one ``num_envs``: a compile call, then a timed call of as many iterations."""
     from imagined_rl.envs.classic import CartPole
     from imagined_rl.ppo import PPO
 
@@ -210,10 +217,35 @@ def bench_scaling_point(num_envs: int, base_iterations: int) -> dict[str, Any]:
     agent = PPO(CartPole(num_envs), hp, total_env_steps=2 * steps_per_call, seed=0)
     records = _train_timed(agent, 2, iterations, time.perf_counter())  # compile call, timed call
     compile_s, steps_per_s = _compile_and_throughput(records, steps_per_call)
-    log(f"num_envs={num_envs}: {iterations} iterations, compile {compile_s:.1f}s, "
-        f"{steps_per_s:.0f} steps/s")
     return {"num_envs": num_envs, "iterations": iterations, "timed_env_steps": steps_per_call,
-            "compile_s": compile_s, "steps_per_s": steps_per_s}
+            "compile_s": compile_s, "steps_per_s": steps_per_s,
+            "call_s": [r["call_s"] for r in records]}
+
+
+def bench_scaling_point(num_envs: int, base_iterations: int) -> dict[str, Any]:
+    """:func:`measure_scaling_point` in a child process, given up after ``--scaling_timeout_s``.
+
+    A child, because a compiled call cannot be interrupted: a pathologically slow point must not
+    stall the whole benchmark.
+    """
+    cmd = [sys.executable, os.path.abspath(__file__), f"--scaling_point={num_envs}",
+           f"--scaling_iterations={base_iterations}"]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True,
+                              timeout=FLAGS.scaling_timeout_s)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        result = {"num_envs": num_envs, "iterations": None, "timed_env_steps": None,
+                  "compile_s": None, "steps_per_s": None,
+                  "error": f"timed out after {FLAGS.scaling_timeout_s} s"}
+    except (subprocess.CalledProcessError, ValueError, IndexError) as e:
+        result = {"num_envs": num_envs, "iterations": None, "timed_env_steps": None,
+                  "compile_s": None, "steps_per_s": None, "error": f"failed: {e}"}
+    result["child_wall_s"] = time.perf_counter() - start
+    log(f"num_envs={num_envs}: {result.get('error') or _fmt(result['steps_per_s'], 0) + ' steps/s'}"
+        f" (compile {_fmt(result['compile_s'])}s)")
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,17 +436,21 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "## imagined_rl throughput against num_envs (epoch_length 128, 4 minibatches)",
             "",
-            "| num_envs | iterations timed | env steps timed | compile s | env steps/s |",
-            "|---:|---:|---:|---:|---:|",
+            "| num_envs | iterations timed | env steps timed | compile s | env steps/s | note |",
+            "|---:|---:|---:|---:|---:|---|",
         ]
-        lines += [f"| {p['num_envs']} | {p['iterations']} | {p['timed_env_steps']:,} "
-                  f"| {_fmt(p['compile_s'])} | {_fmt(p['steps_per_s'], 0)} |" for p in scaling]
+        lines += [f"| {p['num_envs']} | {_fmt(p['iterations'])} | {_fmt(p['timed_env_steps'])} "
+                  f"| {_fmt(p['compile_s'])} | {_fmt(p['steps_per_s'], 0)} "
+                  f"| {p.get('error', '')} |" for p in scaling]
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.scaling_point is not None:  # child of bench_scaling_point
+        print(json.dumps(measure_scaling_point(FLAGS.scaling_point, FLAGS.scaling_iterations)))
+        return
     steps = FLAGS.steps
     results: dict[str, Any] = {"environment": environment_info(), "requested_steps": steps,
                                "env_steps": _rounded_plan(steps)[2], "threshold": THRESHOLD}

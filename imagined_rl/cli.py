@@ -4,6 +4,7 @@
     imagined-rl train --env=Pendulum-v1 --hparams_set=ppo_pendulum --output_dir=runs/pend
     imagined-rl train --hparams="learning_rate_constant=1e-3,num_envs=8" --train_steps=200000
     imagined-rl evaluate --output_dir=runs/pend --episodes=32 --json
+    imagined-rl datagen --problem=gym_pong_random --data_dir=data/pong --num_steps=100000
     imagined-rl --registry_help            # every registered hparams set, problem, env, model
 
 Mistakes in what was typed (unknown names, malformed --hparams, a broken custom env) end with one
@@ -36,8 +37,12 @@ flags.DEFINE_integer("episodes", 16, "evaluation episodes")
 flags.DEFINE_bool("json", False, "evaluate: print one JSON object")
 flags.DEFINE_bool("progress", True, "show a progress bar")
 flags.DEFINE_bool("registry_help", False, "list registered hparams sets, problems, envs, models")
+flags.DEFINE_string("data_dir", None, "datagen: where the TFRecord shards go")
+flags.DEFINE_integer("num_steps", None, "datagen: env steps to record (default: the problem's)")
+flags.DEFINE_integer("steps_per_shard", None, "datagen: steps per shard (default: the problem's)")
+flags.DEFINE_string("policy_dir", None, "datagen: record with this PPO run's policy, not random")
 
-COMMANDS = ("train", "evaluate")
+COMMANDS = ("train", "evaluate", "datagen")
 # The tuned hparams set for an env id when --hparams_set is not given.
 DEFAULT_HPARAMS = {"CartPole-v1": "ppo_cartpole", "Pendulum-v1": "ppo_pendulum"}
 
@@ -83,6 +88,32 @@ def evaluate() -> int:
     return 0
 
 
+def datagen() -> int:
+    if not FLAGS.problem or not FLAGS.data_dir:
+        raise UserError("datagen needs --problem=<name> and --data_dir=<dir>")
+    problem = registry.problem(FLAGS.problem)
+    from imagined_rl import data, loops
+    from imagined_rl.envs.core import random_actions
+
+    env = problem.make_env(problem.num_envs, seed=FLAGS.seed)
+    if FLAGS.policy_dir:
+        agent, config = loops.restore_agent(FLAGS.policy_dir)
+        if agent.env.observation_spec != env.observation_spec:
+            raise UserError(f"policy in '{FLAGS.policy_dir}' was trained on {config.env}, whose "
+                            f"observations differ from {FLAGS.problem}'s")
+        policy = lambda obs, key: agent.act(obs, key)
+    else:
+        policy = lambda obs, key: random_actions(env.action_spec, env.num_envs, key)
+    summary = data.record(
+        env, policy, FLAGS.num_steps or problem.num_steps, FLAGS.data_dir, FLAGS.seed,
+        steps_per_shard=FLAGS.steps_per_shard or problem.steps_per_shard,
+        problem=FLAGS.problem, progress=FLAGS.progress)
+    print(f"{FLAGS.problem}: wrote {summary.shards_written} shards ({summary.steps} steps, "
+          f"{summary.episodes} episodes), kept {summary.shards_skipped} complete ones; "
+          f"{summary.num_shards} shards in {summary.data_dir}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint chatter; our output is print()
     if FLAGS.registry_help:
@@ -92,7 +123,7 @@ def main(argv: list[str]) -> int:
     if len(argv) > 2 or command not in COMMANDS:
         extra = " ".join(argv[1:])
         raise UserError(f"unknown command '{extra}'; use one of: {', '.join(COMMANDS)}")
-    return {"train": train, "evaluate": evaluate}[command]()
+    return {"train": train, "evaluate": evaluate, "datagen": datagen}[command]()
 
 
 def _main(argv: list[str]) -> None:

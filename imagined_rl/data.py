@@ -418,7 +418,8 @@ class _EpisodeEncoder:
                 **self.constant,
             }
             example = tf.train.Example(features=tf.train.Features(feature=feature))
-            records.append(example.SerializeToString())
+            # deterministic: protobuf map order varies between processes; keep bytes stable
+            records.append(example.SerializeToString(deterministic=True))
         return records
 
 
