@@ -334,13 +334,13 @@ def register_model(name_or_cls: F) -> F: ...
 @overload
 def register_model(name_or_cls: str | None = None) -> Callable[[F], F]: ...
 def register_model(name_or_cls: Any = None) -> Any:
-    """Registers a world-model class (or no-argument factory) under a snake_case name."""
+    """Registers a world-model class under a snake_case name (``--model=NAME``)."""
     return _decorator(_MODELS, name_or_cls)
 
 
 def model(name: str) -> Any:
-    """A new instance of the model ``name`` (the registered class called with no arguments)."""
-    return _MODELS.get(name)()
+    """The world-model class registered as ``name`` (build it with ``cls(spec, hparams)``)."""
+    return _MODELS.get(name)
 
 
 def list_models() -> list[str]:

@@ -253,8 +253,8 @@ def test_register_model_both_forms():
         pass
 
     assert {"test_basic_stochastic", "test_deterministic"} <= set(registry.list_models())
-    assert isinstance(registry.model("test_basic_stochastic"), TestBasicStochastic)
-    assert isinstance(registry.model("test_deterministic"), Other)
+    assert registry.model("test_basic_stochastic") is TestBasicStochastic
+    assert registry.model("test_deterministic") is Other
     with pytest.raises(UnknownNameError, match="unknown model 'test_determinstic'"):
         registry.model("test_determinstic")
 

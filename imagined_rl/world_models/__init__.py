@@ -1,0 +1,1 @@
+"""World models: one module per family, each registered by name (``registry.model``)."""
