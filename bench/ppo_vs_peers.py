@@ -1,14 +1,15 @@
 """imagined_rl's in-graph PPO against stable-baselines3 on CartPole-v1, same CPU, same config.
 
-The full benchmark (tens of minutes on 2 cores; SB3 is most of it):
+The full benchmark (minutes on 2 idle cores; each ``--scaling_envs`` value is capped at
+``--scaling_timeout_s``):
 
     cd /work/main && /work/venv/bin/python bench/ppo_vs_peers.py
 
-A smoke run (each part can be skipped: --skip_imagined, --skip_multi_seed, --skip_scaling,
---skip_sb3):
+A smoke run, under a minute (each part can be skipped: --skip_imagined, --skip_multi_seed,
+--skip_scaling, --skip_sb3):
 
-    /work/venv/bin/python bench/ppo_vs_peers.py --steps=20000 --seeds=1 --scaling_iterations=1 \
-        --out_dir=/tmp/ppo_bench
+    /work/venv/bin/python bench/ppo_vs_peers.py --steps=10000 --seeds=1 --scaling_iterations=1 \
+        --scaling_envs=4 --out_dir=/tmp/ppo_bench
 
 Config: PureJaxRL's CartPole PPO (the ``ppo_cartpole`` hparams set): 4 envs x 128 steps, 4 epochs
 x 4 minibatches, Adam lr 2.5e-4 annealed linearly to 0, gamma 0.99, lambda 0.95, clip 0.2,
@@ -19,7 +20,7 @@ not clip the value loss (``clip_range_vf=None``) and its value loss is the MSE, 
 Measured, in this order, in one process:
 
 1. imagined_rl, ``--seeds`` separate runs of ``--steps`` env steps: compile time (first ``train``
-   call minus the steady per-call time), env steps/s excluding compile, wall time (compile
+   call minus the median later call), env steps/s excluding compile (median call), wall time (compile
    included) until a ``train`` call's mean training return is >= 475, greedy return over 32
    episodes of a fresh native ``CartPole(32)``.
 2. ``--num_seeds`` agents in one compiled call: total env steps/s and the fraction whose greedy
@@ -61,9 +62,10 @@ flags.DEFINE_integer("seeds", 3, "seeds for the single-agent imagined_rl and SB3
 flags.DEFINE_integer("num_seeds", 8, "agents trained together in the multi-seed run")
 flags.DEFINE_integer("scaling_iterations", 8,
                      "PPO iterations per timed call at 1024 envs; fewer envs run more (x16 at 4, "
-                     "x4 at 64), so the default times 65k / 262k / 1M steps at 4 / 64 / 1024")
+                     "x4 at 64), so a default call is 65k / 262k / 1M steps at 4 / 64 / 1024 "
+                     "envs; 1 compile call + 3 timed calls each")
 flags.DEFINE_list("scaling_envs", ["4", "64", "1024"], "num_envs values of the scaling run")
-flags.DEFINE_integer("scaling_timeout_s", 600, "give up on one num_envs value after this long")
+flags.DEFINE_integer("scaling_timeout_s", 300, "give up on one num_envs value after this long")
 flags.DEFINE_integer("scaling_point", None, "internal: measure this num_envs, print JSON, exit")
 flags.DEFINE_integer("eval_episodes", 32, "greedy evaluation episodes per agent")
 flags.DEFINE_bool("skip_imagined", False, "skip the single-agent imagined_rl runs")
@@ -75,6 +77,7 @@ flags.DEFINE_string("out_dir", os.path.join(os.path.dirname(os.path.abspath(__fi
 
 THRESHOLD = 475.0  # gymnasium's reward_threshold for CartPole-v1
 SB3_WINDOW = 20  # SB3: episodes in the training-return window
+SCALING_REPEATS = 3  # timed calls per num_envs value (after the compile call); median reported
 EVAL_SEED = 12345
 HPARAMS_SET = "ppo_cartpole"
 
@@ -119,10 +122,13 @@ def _train_timed(agent, calls: int, per_call: int, t0: float) -> list[dict[str, 
 
 
 def _compile_and_throughput(records: list[dict], steps_per_call: int) -> tuple[float, float]:
-    """Compile time (first call minus the mean later call) and env steps/s over later calls."""
-    steady = [r["call_s"] for r in records[1:]]
-    mean_call = float(np.mean(steady))
-    return records[0]["call_s"] - mean_call, steps_per_call / mean_call
+    """Compile time and env steps/s, both from the median of the calls after the first.
+
+    The median, not the mean, so that a burst of other work on a shared machine during one call
+    does not move the result; every call's time is kept in the JSON.
+    """
+    median_call = float(np.median([r["call_s"] for r in records[1:]]))
+    return records[0]["call_s"] - median_call, steps_per_call / median_call
 
 
 def _greedy_returns(agent, episodes: int, agent_index: int = 0) -> np.ndarray:
@@ -206,7 +212,7 @@ def bench_multi_seed(num_seeds: int, steps: int) -> dict[str, Any]:
 
 
 def measure_scaling_point(num_envs: int, base_iterations: int) -> dict[str, Any]:
-    """Env steps/s of one ``num_envs``: a compile call, then a timed call of as many iterations."""
+    """Env steps/s of one ``num_envs``: a compile call, then SCALING_REPEATS timed calls."""
     from imagined_rl.envs.classic import CartPole
     from imagined_rl.ppo import PPO
 
@@ -214,8 +220,9 @@ def measure_scaling_point(num_envs: int, base_iterations: int) -> dict[str, Any]
     iterations = base_iterations * factor
     hp = _hparams(f"num_envs={num_envs}")
     steps_per_call = iterations * int(hp.epoch_length) * num_envs
-    agent = PPO(CartPole(num_envs), hp, total_env_steps=2 * steps_per_call, seed=0)
-    records = _train_timed(agent, 2, iterations, time.perf_counter())  # compile call, timed call
+    calls = 1 + SCALING_REPEATS
+    agent = PPO(CartPole(num_envs), hp, total_env_steps=calls * steps_per_call, seed=0)
+    records = _train_timed(agent, calls, iterations, time.perf_counter())
     compile_s, steps_per_s = _compile_and_throughput(records, steps_per_call)
     return {"num_envs": num_envs, "iterations": iterations, "timed_env_steps": steps_per_call,
             "compile_s": compile_s, "steps_per_s": steps_per_s,
@@ -388,7 +395,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "## Single agent per run",
             "",
-            "steps/s excludes compile; time to 475 is wall time from agent construction, "
+            "steps/s excludes compile (median train call); time to 475 is wall time from agent construction, "
             "compile included (imagined_rl: mean training return of one 16-iteration call; "
             f"SB3: last {SB3_WINDOW} episodes after each rollout); greedy return: "
             f"{FLAGS.eval_episodes} episodes, mean ± std.",

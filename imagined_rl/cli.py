@@ -5,6 +5,8 @@
     imagined-rl train --hparams="learning_rate_constant=1e-3,num_envs=8" --train_steps=200000
     imagined-rl evaluate --output_dir=runs/pend --episodes=32 --json
     imagined-rl datagen --problem=gym_pong_random --data_dir=data/pong --num_steps=100000
+    imagined-rl train --model=vector_ensemble --data_dir=data/cartpole --output_dir=runs/wm
+    imagined-rl evaluate_model --output_dir=runs/wm --horizon=50
     imagined-rl --registry_help            # every registered hparams set, problem, env, model
 
 Mistakes in what was typed (unknown names, malformed --hparams, a broken custom env) end with one
@@ -34,15 +36,18 @@ flags.DEFINE_integer("train_steps", None, "env steps per agent (overrides the hp
 flags.DEFINE_integer("seed", 0, "random seed; the same seed reproduces the run")
 flags.DEFINE_integer("save_checkpoints_secs", 30, "seconds between checkpoints")
 flags.DEFINE_integer("episodes", 16, "evaluation episodes")
-flags.DEFINE_bool("json", False, "evaluate: print one JSON object")
+flags.DEFINE_bool("json", False, "evaluate, evaluate_model: print one JSON object")
+flags.DEFINE_integer("horizon", 50, "evaluate_model: open-loop steps")
 flags.DEFINE_bool("progress", True, "show a progress bar")
 flags.DEFINE_bool("registry_help", False, "list registered hparams sets, problems, envs, models")
-flags.DEFINE_string("data_dir", None, "datagen: where the TFRecord shards go")
+flags.DEFINE_string("data_dir", None, "datagen: where shards go; train --model: what to learn")
+flags.DEFINE_string("model", None, "train a registered world model (e.g. vector_ensemble) on "
+                    "--data_dir instead of PPO")
 flags.DEFINE_integer("num_steps", None, "datagen: env steps to record (default: the problem's)")
 flags.DEFINE_integer("steps_per_shard", None, "datagen: steps per shard (default: the problem's)")
 flags.DEFINE_string("policy_dir", None, "datagen: record with this PPO run's policy, not random")
 
-COMMANDS = ("train", "evaluate", "datagen")
+COMMANDS = ("train", "evaluate", "datagen", "evaluate_model")
 # The tuned hparams set for an env id when --hparams_set is not given.
 DEFAULT_HPARAMS = {"CartPole-v1": "ppo_cartpole", "Pendulum-v1": "ppo_pendulum"}
 
@@ -55,6 +60,8 @@ def _env_id() -> str:
 
 
 def train() -> int:
+    if FLAGS.model:
+        return train_model()
     env_id = _env_id()
     set_name = FLAGS.hparams_set or DEFAULT_HPARAMS.get(env_id, "ppo_base")
     hp = registry.hparams_with_overrides(set_name, FLAGS.hparams)
@@ -69,6 +76,30 @@ def train() -> int:
           f"-> {output_dir}", flush=True)
     loops.train_model_free(config, output_dir, save_checkpoints_secs=FLAGS.save_checkpoints_secs,
                            eval_episodes=FLAGS.episodes, progress=FLAGS.progress)
+    return 0
+
+
+def train_model() -> int:
+    """``train --model=NAME --data_dir=D``: fit a world model to recorded experience."""
+    if not FLAGS.data_dir:
+        raise UserError("train --model needs --data_dir=<recorded data> (see imagined-rl datagen)")
+    registry.model(FLAGS.model)  # unknown names fail here, with close matches
+    from imagined_rl.world_models import trainer
+
+    set_name = FLAGS.hparams_set or trainer.DEFAULT_HPARAMS.get(FLAGS.model)
+    if set_name is None:
+        raise UserError(f"model {FLAGS.model} has no default hparams set; pass --hparams_set")
+    hp = registry.hparams_with_overrides(set_name, FLAGS.hparams)
+    if FLAGS.train_steps is not None:
+        hp.train_steps = FLAGS.train_steps
+    output_dir = FLAGS.output_dir or os.path.join(
+        "runs", f"{FLAGS.model}-{os.path.basename(os.path.normpath(FLAGS.data_dir))}-s{FLAGS.seed}")
+    config = trainer.ModelRunConfig(model=FLAGS.model, hparams_set=set_name, hparams=hp.values(),
+                                    data_dir=os.path.abspath(FLAGS.data_dir), seed=FLAGS.seed)
+    print(f"training world model {FLAGS.model} ({set_name}) on {FLAGS.data_dir} for "
+          f"{hp.train_steps} steps -> {output_dir}", flush=True)
+    trainer.train_world_model(config, output_dir, save_checkpoints_secs=FLAGS.save_checkpoints_secs,
+                              progress=FLAGS.progress)
     return 0
 
 
@@ -114,6 +145,24 @@ def datagen() -> int:
     return 0
 
 
+def evaluate_model() -> int:
+    """``evaluate_model --output_dir=D``: open-loop error of a trained world model on dev data."""
+    if not FLAGS.output_dir:
+        raise UserError("evaluate_model needs --output_dir=<a world-model run directory>")
+    from imagined_rl.world_models.evaluate import evaluate_model_dir
+
+    result = evaluate_model_dir(FLAGS.output_dir, FLAGS.data_dir, FLAGS.horizon)
+    if FLAGS.json:
+        print(json.dumps(result))
+        return 0
+    print(f"1-step error {result['one_step_error']:.3g} (copy-last-frame "
+          f"{result['one_step_copy_error']:.3g}); {FLAGS.horizon}-step error "
+          f"{result['error'][-1]:.3g} (copy {result['copy_error'][-1]:.3g}); " + ", ".join(
+              f"{k} {v:.2f}" for k, v in result.items() if k.startswith("reward_accuracy")))
+    print(f"video: {result['video']}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint chatter; our output is print()
     if FLAGS.registry_help:
@@ -123,7 +172,9 @@ def main(argv: list[str]) -> int:
     if len(argv) > 2 or command not in COMMANDS:
         extra = " ".join(argv[1:])
         raise UserError(f"unknown command '{extra}'; use one of: {', '.join(COMMANDS)}")
-    return {"train": train, "evaluate": evaluate, "datagen": datagen}[command]()
+    commands = {"train": train, "evaluate": evaluate, "datagen": datagen,
+                "evaluate_model": evaluate_model}
+    return commands[command]()
 
 
 def _main(argv: list[str]) -> None:

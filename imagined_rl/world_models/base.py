@@ -43,6 +43,18 @@ class WorldModel(tf.Module, abc.ABC):
         self.spec, self.hparams = spec, hparams
         self.history = int(hparams.history)
 
+    @property
+    def train_variables(self) -> list[tf.Variable]:
+        """Every trainable variable: ``tf.Variable``s held directly *and* those of Keras 3 layers
+        (which ``tf.Module.trainable_variables`` does not see), each once."""
+        found = list(self.trainable_variables)
+        for layer in self._flatten(predicate=lambda x: isinstance(x, tf.keras.layers.Layer)):
+            found.extend(layer.trainable_variables)
+        unique: dict[int, tf.Variable] = {}
+        for v in found:
+            unique.setdefault(id(v), v)
+        return list(unique.values())
+
     def adapt(self, dataset: tf.data.Dataset) -> None:
         """Fits data-dependent constants (e.g. normalisation) from a few training batches."""
 

@@ -1,0 +1,249 @@
+"""Trains any registered world model on recorded windows: one loop for every family.
+
+    imagined-rl train --model=vector_ensemble --data_dir=data/cartpole --output_dir=runs/wm
+
+The run directory mirrors the PPO one: ``config.json`` (model, hparams, data dir, seed),
+``checkpoints/`` (model, optimiser, step; a rerun resumes), ``metrics.jsonl`` (``step``,
+``wall_time_s``, ``loss`` and the model's own metrics, plus ``dev_loss`` on held-out windows),
+TensorBoard events and a loss-curve PNG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from imagined_rl import data, registry
+from imagined_rl.envs.core import make_key, split
+from imagined_rl.errors import UserError
+from imagined_rl.world_models.base import WorldModel
+
+# The hparams set each model family trains with unless --hparams_set names another.
+DEFAULT_HPARAMS = {
+    "vector_ensemble": "world_model_vector",
+    "grid_conv": "world_model_grid",
+    "next_frame_basic_deterministic": "next_frame_basic_deterministic",
+    "next_frame_basic_stochastic_discrete": "next_frame_basic_stochastic_discrete",
+}
+
+
+@dataclasses.dataclass
+class ModelRunConfig:
+    """What identifies a world-model run; stored as ``config.json`` and checked on resume."""
+
+    model: str
+    hparams_set: str
+    hparams: dict[str, Any]
+    data_dir: str
+    seed: int
+
+    def __post_init__(self) -> None:
+        self.hparams = json.loads(json.dumps(self.hparams))
+
+    @classmethod
+    def load(cls, output_dir: str) -> ModelRunConfig:
+        path = os.path.join(output_dir, "config.json")
+        if not os.path.exists(path):
+            raise UserError(f"no world-model run in '{output_dir}' (missing config.json)")
+        with open(path) as f:
+            raw = json.load(f)
+        if "model" not in raw:
+            raise UserError(f"'{output_dir}' holds a PPO run, not a world-model run")
+        return cls(**raw)
+
+
+def build_model(config: ModelRunConfig) -> WorldModel:
+    """The (untrained) model a config describes, checked against its data's spec."""
+    hp = registry.hparams(config.hparams_set)
+    hp.override_from_dict(config.hparams)
+    return registry.model(config.model)(data.load_spec(config.data_dir), hp)
+
+
+def _learning_rate(hp: Any) -> float:
+    for name in ("learning_rate_constant", "learning_rate"):
+        if name in hp:
+            return float(getattr(hp, name))
+    return 1e-3
+
+
+class ModelTrainer:
+    """Owns a model, its optimiser, step counter and checkpoint manager."""
+
+    def __init__(self, config: ModelRunConfig, output_dir: str):
+        self.config, self.output_dir = config, output_dir
+        self.model = build_model(config)
+        self.hp = self.model.hparams
+        self.optimizer = tf.keras.optimizers.Adam(_learning_rate(self.hp))
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              step=self.step)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=3)
+        self.clip = float(self.hp.get("clip_grad_norm", 0.0) or 0.0)
+        jit = bool(self.hp.get("jit", True))
+        self._train_step = tf.function(self._train_step_graph, jit_compile=jit)
+        self._eval_step = tf.function(self._eval_step_graph, jit_compile=jit)
+
+    def restore(self) -> bool:
+        """Restores the newest checkpoint; ``False`` if there is none (a fresh run)."""
+        if not self.manager.latest_checkpoint:
+            return False
+        batch = next(iter(self.dataset("train", shuffle=False).take(1)))
+        self.model.loss(batch, False, make_key(0))  # builds lazily created layers
+        self.optimizer.build(self.model.train_variables)
+        self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+        return True
+
+    def dataset(self, split_name: str, shuffle: bool) -> tf.data.Dataset:
+        return data.windows(self.config.data_dir, split_name, history=self.model.history,
+                            batch_size=int(self.hp.batch_size), shuffle=shuffle,
+                            seed=self.config.seed + int(self.step.numpy()),
+                            drop_remainder=True)
+
+    def _train_step_graph(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> dict:
+        variables = self.model.train_variables
+        with tf.GradientTape() as tape:
+            loss, metrics = self.model.loss(batch, True, key)
+        grads = tape.gradient(loss, variables)
+        if self.clip > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.clip)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self.step.assign_add(1)
+        return dict(metrics, loss=loss)
+
+    def _eval_step_graph(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> tf.Tensor:
+        loss, _ = self.model.loss(batch, False, key)
+        return loss
+
+    def dev_loss(self, batches: int = 8) -> float | None:
+        """Mean loss on up to ``batches`` held-out (dev split) batches, or None without dev data."""
+        try:
+            ds = self.dataset("dev", shuffle=False).take(batches)
+        except UserError:
+            return None
+        key = make_key(self.config.seed + 1)
+        losses = [float(self._eval_step(b, k)) for b, k in zip(ds, tf.unstack(split(key, batches)))]
+        return float(np.mean(losses)) if losses else None
+
+    def train(self, train_steps: int, log_every: int = 100, save_checkpoints_secs: float = 30.0,
+              progress: bool = True) -> dict[str, Any]:
+        """Trains until ``train_steps`` optimiser steps (resuming), logging as it goes."""
+        out = self.output_dir
+        metrics_path = os.path.join(out, "metrics.jsonl")
+        history = []
+        if os.path.exists(metrics_path):
+            with open(metrics_path) as f:
+                history = [json.loads(x) for x in f if x.strip()]
+        done = int(self.step.numpy())
+        history = [h for h in history if h["step"] <= done]
+        with open(metrics_path, "w") as f:
+            f.writelines(json.dumps(h) + "\n" for h in history)
+        wall0 = history[-1]["wall_time_s"] if history else 0.0
+        writer = tf.summary.create_file_writer(out)
+        key = tf.random.experimental.stateless_fold_in(make_key(self.config.seed), done)
+        batches = iter(self.dataset("train", shuffle=True).repeat())
+        bar = tqdm.tqdm(total=train_steps, initial=min(done, train_steps), unit="step",
+                        disable=not progress, dynamic_ncols=True, desc=self.config.model)
+        start = last_save = time.perf_counter()
+        sums: dict[str, float] = {}
+        count = 0
+        record: dict[str, Any] = {}
+        with open(metrics_path, "a") as mfile:
+            while int(self.step.numpy()) < train_steps:
+                step_key, key = tf.unstack(split(key))
+                metrics = self._train_step(next(batches), step_key)
+                for name, value in metrics.items():
+                    sums[name] = sums.get(name, 0.0) + float(value)
+                count += 1
+                step = int(self.step.numpy())
+                bar.update(1)
+                if step % log_every == 0 or step == train_steps:
+                    record = {"step": step,
+                              "wall_time_s": round(wall0 + time.perf_counter() - start, 3)}
+                    record.update({k: round(v / count, 6) for k, v in sums.items()})
+                    if not np.isfinite(record["loss"]):
+                        raise UserError(f"world-model training diverged: loss is {record['loss']} "
+                                        f"at step {step}; lower the learning rate")
+                    dev = self.dev_loss()
+                    if dev is not None:
+                        record["dev_loss"] = round(dev, 6)
+                    sums, count = {}, 0
+                    mfile.write(json.dumps(record) + "\n")
+                    mfile.flush()
+                    with writer.as_default(step=step):
+                        for name, value in record.items():
+                            if name != "step":
+                                tf.summary.scalar(name, value)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if time.perf_counter() - last_save >= save_checkpoints_secs:
+                    self.manager.save(checkpoint_number=step)
+                    last_save = time.perf_counter()
+        bar.close()
+        self.manager.save(checkpoint_number=int(self.step.numpy()))
+        writer.flush()
+        _plot_losses(metrics_path, os.path.join(out, "loss_curve.png"), self.config.model)
+        return record
+
+
+def train_world_model(config: ModelRunConfig, output_dir: str, train_steps: int | None = None,
+                      save_checkpoints_secs: float = 30.0, progress: bool = True,
+                      log=print) -> ModelTrainer:
+    """Trains (or resumes) the world model of ``config`` in ``output_dir``."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "config.json")
+    if os.path.exists(path):
+        old = ModelRunConfig.load(output_dir)
+        if old != config:
+            raise UserError(f"'{output_dir}' holds a world-model run with other settings; use "
+                            "another --output_dir or the same flags to resume")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=1)
+    os.replace(tmp, path)
+    trainer = ModelTrainer(config, output_dir)
+    if trainer.restore():
+        log(f"resuming {output_dir} from step {int(trainer.step.numpy())}")
+    else:
+        trainer.model.adapt(trainer.dataset("train", shuffle=True).take(50))
+    steps = int(train_steps or trainer.hp.train_steps)
+    trainer.train(steps, save_checkpoints_secs=save_checkpoints_secs, progress=progress)
+    return trainer
+
+
+def restore_model(output_dir: str) -> tuple[WorldModel, ModelRunConfig]:
+    """The trained world model of a run directory, at its newest checkpoint."""
+    config = ModelRunConfig.load(output_dir)
+    trainer = ModelTrainer(config, output_dir)
+    if not trainer.restore():
+        raise UserError(f"no checkpoint in '{output_dir}/checkpoints'; train the model first")
+    return trainer.model, config
+
+
+def _plot_losses(metrics_path: str, png_path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_path) as f:
+        rows = [json.loads(x) for x in f if x.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for name in ("loss", "dev_loss"):
+        pts = [(r["step"], r[name]) for r in rows if name in r]
+        if pts:
+            ax.plot(*zip(*pts), label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimiser step")
+    ax.set_title(f"world model {title}", fontsize=9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
