@@ -1,0 +1,144 @@
+"""Env steps/s: native in-graph CartPole vs gymnasium, and the adapter vs the raw envs.
+
+    python bench/env_throughput.py                 # writes bench/results/env_throughput.md
+
+All figures are random-policy env steps per second on this machine, in one run:
+1. native TF CartPole: a ``tf.while_loop`` of random actions and ``env.step``, XLA-compiled,
+   for N = 1 ... 4096 envs (compile excluded);
+2. gymnasium CartPole-v1: one env in a Python loop, and a ``SyncVectorEnv`` of 8;
+3. the gymnasium adapter (``GymEnv``, host steps through ``tf.numpy_function`` inside a compiled
+   rollout loop) vs the same gymnasium vector env stepped directly, for CartPole, MinAtar
+   Breakout and ALE Pong (SimPLe's 105x80 RGB preprocessing).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import gymnasium as gym
+import tensorflow as tf
+from absl import app, flags
+
+from imagined_rl.envs.atari import make_atari, make_minatar
+from imagined_rl.envs.classic import CartPole
+from imagined_rl.envs.core import BatchEnv, make_key, random_actions, split
+from imagined_rl.envs.gym_adapter import GymEnv
+
+flags.DEFINE_float("seconds", 3.0, "target seconds per measurement")
+flags.DEFINE_string("out_dir", os.path.join(os.path.dirname(__file__), "results"), "output")
+FLAGS = flags.FLAGS
+
+
+def rollout_fn(env: BatchEnv, steps: int):
+    """A compiled loop of ``steps`` random-action env steps (XLA when the env allows it)."""
+
+    def run(state, key):
+        def body(i, state, key):
+            k_act, k_step, key = tf.unstack(split(key, 3))
+            action = random_actions(env.action_spec, env.num_envs, k_act)
+            state, _ = env.step(state, tf.cast(action, env.action_spec.dtype), k_step)
+            return i + 1, state, key
+
+        _, state, key = tf.while_loop(lambda i, *_: i < steps, body, (0, state, key),
+                                      maximum_iterations=steps)
+        return state, key
+
+    return tf.function(run, jit_compile=env.jit_compatible)
+
+
+def in_graph_sps(env: BatchEnv, steps: int) -> float:
+    """Env steps/s of ``env`` in a compiled loop, compile excluded, ~FLAGS.seconds long."""
+    run = rollout_fn(env, steps)
+    state, _ = env.reset(make_key(0))
+    key = make_key(1)
+    state, key = run(state, key)  # compile
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < FLAGS.seconds:
+        state, key = run(state, key)
+        reps += 1
+    return reps * steps * env.num_envs / (time.perf_counter() - t0)
+
+
+def gym_single_sps(env_id: str) -> float:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < FLAGS.seconds:
+        for _ in range(1000):
+            _, _, term, trunc, _ = env.step(env.action_space.sample())
+            if term or trunc:
+                env.reset()
+        n += 1000
+    return n / (time.perf_counter() - t0)
+
+
+def vector_sps(venv: gym.vector.VectorEnv) -> float:
+    venv.reset(seed=0)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < FLAGS.seconds:
+        for _ in range(50):
+            venv.step(venv.action_space.sample())
+        n += 50 * venv.num_envs
+    return n / (time.perf_counter() - t0)
+
+
+def main(_: list[str]) -> None:
+    rows: list[tuple[str, str, float]] = []
+
+    def add(group: str, what: str, sps: float) -> None:
+        rows.append((group, what, sps))
+        print(f"{group:28s} {what:44s} {sps:14,.0f} steps/s", flush=True)
+
+    for n in (1, 16, 256, 4096):
+        add("native CartPole (XLA)", f"N={n}", in_graph_sps(CartPole(n), 1000 if n < 256 else 200))
+    add("gymnasium CartPole", "1 env, Python loop", gym_single_sps("CartPole-v1"))
+    add("gymnasium CartPole", "SyncVectorEnv, 8 envs",
+        vector_sps(gym.make_vec("CartPole-v1", 8, vectorization_mode="sync")))
+
+    adapters = [
+        ("CartPole-v1", lambda: GymEnv("CartPole-v1", 8)),
+        ("MinAtar breakout", lambda: make_minatar("breakout", 8)),
+        ("ALE Pong 105x80 RGB", lambda: make_atari("pong", 8)),
+    ]
+    for name, make in adapters:
+        env = make()
+        add(name, "adapter GymEnv, 8 envs, in a tf.function loop", in_graph_sps(env, 100))
+        add(name, "same vector env stepped directly", vector_sps(env.venv))
+        env.close()
+
+    native = {w: s for g, w, s in rows if g.startswith("native")}
+    single = next(s for g, w, s in rows if w.startswith("1 env"))
+    meta = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "gymnasium": gym.__version__,
+            "cpu": _cpu(), "command": "python " + " ".join(sys.argv)}
+    lines = [f"# Env throughput ({meta['date']}, {meta['cpu']}, TF {meta['tensorflow']})", "",
+             f"Command: `{meta['command']}`", "", "| env | setting | steps/s |", "|---|---|---|"]
+    lines += [f"| {g} | {w} | {s:,.0f} |" for g, w, s in rows]
+    lines += ["", f"Native CartPole at N=4096 is {native['N=4096'] / single:.0f}x one gymnasium "
+              "CartPole in a Python loop."]
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.out_dir, "env_throughput.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(FLAGS.out_dir, "env_throughput.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print("\n".join(lines))
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f" x{os.cpu_count()}"
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    app.run(main)
