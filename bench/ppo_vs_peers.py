@@ -20,9 +20,9 @@ not clip the value loss (``clip_range_vf=None``) and its value loss is the MSE, 
 Measured, in this order, in one process:
 
 1. imagined_rl, ``--seeds`` separate runs of ``--steps`` env steps: compile time (first ``train``
-   call minus the median later call), env steps/s excluding compile (median call), wall time (compile
-   included) until a ``train`` call's mean training return is >= 475, greedy return over 32
-   episodes of a fresh native ``CartPole(32)``.
+   call minus the median later call), env steps/s excluding compile (median call), wall time
+   (compile included) until a ``train`` call's mean training return is >= 475, greedy return
+   over 32 episodes of a fresh native ``CartPole(32)``.
 2. ``--num_seeds`` agents in one compiled call: total env steps/s and the fraction whose greedy
    return is >= 475.
 3. imagined_rl throughput as ``num_envs`` grows (``--scaling_envs``), compile excluded; each
@@ -395,8 +395,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "## Single agent per run",
             "",
-            "steps/s excludes compile (median train call); time to 475 is wall time from agent construction, "
-            "compile included (imagined_rl: mean training return of one 16-iteration call; "
+            "steps/s excludes compile (SB3 has none; imagined_rl: median train call); time to "
+            "475 is wall time from agent construction, compile included (imagined_rl: mean "
+            "training return of one 16-iteration call; "
             f"SB3: last {SB3_WINDOW} episodes after each rollout); greedy return: "
             f"{FLAGS.eval_episodes} episodes, mean ± std.",
             "",
