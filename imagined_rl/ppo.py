@@ -399,11 +399,14 @@ class PPO:
         key, perm_key = tf.unstack(split(c["key"]))
         noise = tf.random.stateless_uniform([int(hp.optimization_epochs), s, n_batch], perm_key)
         perms = tf.argsort(noise, axis=-1)  # one shuffle per epoch per agent
+        # [E * M, S, mb]: update i takes minibatch i; static shapes keep XLA on its fast path
+        perms = tf.reshape(tf.transpose(tf.reshape(perms, [-1, s, n_mb, mb]), [0, 2, 1, 3]),
+                           [n_updates, s, mb])
         treedef = c["params"]
         stat_names = UPDATE_METRICS
 
         def body(i, params, m, v, updates, acc):
-            idx = perms[i // n_mb][:, (i % n_mb) * mb:(i % n_mb + 1) * mb]
+            idx = perms[i]
             mbatch = {k: tf.gather(x, idx, batch_dims=1) for k, x in flat.items()}
             with tf.GradientTape() as tape:
                 tape.watch(params)
