@@ -456,30 +456,43 @@ class PPO:
         stats.update(upd)
         return c, stats
 
-    def _train_graph(self, iterations: tf.Tensor) -> dict:
-        """Runs ``iterations`` PPO iterations from the variables' state and stores the result."""
+    def _train_graph(self, iterations: tf.Tensor) -> tf.Tensor:
+        """Runs ``iterations`` (<= ``iterations_per_call``) PPO iterations from the variables'
+        state, stores the result, and returns the metrics as ``[iterations_per_call, M, S]``.
+
+        The iteration count is a runtime value under a static bound, so a shorter last call
+        reuses the compiled program instead of compiling another.
+        """
         c = tf.nest.map_structure(lambda v: v.read_value(), self.state)
-        names = METRICS
-        arrays = [tf.TensorArray(tf.float32, size=iterations) for _ in names]
+        rows = int(self.hp.iterations_per_call)
+        buf = tf.zeros([rows, len(METRICS), self.num_seeds])
 
-        def body(k, c, arrays):
+        def body(k, c, buf):
             c, stats = self._iteration(c)
-            arrays = [a.write(k, stats[n]) for a, n in zip(arrays, names)]
-            return k + 1, c, arrays
+            row = tf.stack([stats[n] for n in METRICS])
+            return k + 1, c, tf.tensor_scatter_nd_update(buf, [[k]], row[None])
 
-        _, c, arrays = tf.while_loop(lambda k, *_: k < iterations, body, (0, c, arrays),
-                                     parallel_iterations=1)
+        _, c, buf = tf.while_loop(lambda k, *_: k < iterations, body, (0, c, buf),
+                                  maximum_iterations=rows, parallel_iterations=1)
         tf.nest.map_structure(lambda var, t: var.assign(t), self.state, c)
-        return {n: a.stack() for n, a in zip(names, arrays)}
+        return buf
 
     def train(self, iterations: int | None = None) -> dict[str, np.ndarray]:
-        """Runs PPO iterations in one compiled call; returns metrics as ``[K, S]`` arrays.
+        """Runs PPO iterations in compiled calls of up to ``iterations_per_call`` each; returns
+        the metrics as ``[iterations, S]`` arrays.
 
         ``return_mean`` is the mean undiscounted return of episodes that ended during each
         iteration (NaN where none ended).
         """
-        k = int(iterations or self.hp.iterations_per_call)
-        out = {n: v.numpy() for n, v in self._train(tf.constant(k)).items()}
+        per_call = int(self.hp.iterations_per_call)
+        todo = int(iterations or per_call)
+        chunks = []
+        while todo > 0:
+            k = min(todo, per_call)
+            chunks.append(self._train(tf.constant(k)).numpy()[:k])
+            todo -= k
+        buf = np.concatenate(chunks)
+        out = {n: buf[:, i] for i, n in enumerate(METRICS)}
         with np.errstate(invalid="ignore", divide="ignore"):
             out["return_mean"] = out["return_sum"] / out["episodes"]
             out["length_mean"] = out["length_sum"] / out["episodes"]
