@@ -53,6 +53,7 @@ _MAX_LISTED = 8  # how many known names an error lists when nothing is close
 # imported only for env lookups, and may not exist (yet) in a given checkout.
 _BUILTIN_PACKAGES = ("imagined_rl.hparams", "imagined_rl.problems")
 _ENV_MODULE = "imagined_rl.envs.classic"
+_MODEL_PACKAGE = "imagined_rl.world_models"  # imports TensorFlow too: only for model lookups
 
 
 def _populate(kind: str) -> None:
@@ -63,11 +64,12 @@ def _populate(kind: str) -> None:
     """
     for package in _BUILTIN_PACKAGES:
         importlib.import_module(package)
-    if kind == "env":
+    module = {"env": _ENV_MODULE, "model": _MODEL_PACKAGE}.get(kind)
+    if module:
         try:
-            importlib.import_module(_ENV_MODULE)
+            importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != _ENV_MODULE:
+            if e.name != module:
                 raise
 
 
