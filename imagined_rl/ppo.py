@@ -322,65 +322,77 @@ class PPO:
 
     # ---- rollout ---------------------------------------------------------------------------
     def _rollout(self, c: dict) -> tuple[dict, dict, tf.Tensor, dict]:
-        """Steps the envs ``epoch_length`` times; returns the carry and a ``[T, S, N]`` batch."""
-        hp, s = self.hp, self.num_seeds
+        """Steps the envs ``epoch_length`` times; returns the carry and a ``[T, S, N]`` batch.
+
+        Only the policy runs inside the sequential loop; the critic is evaluated afterwards on
+        every stored observation (and every ``final_obs``) in one batched pass.
+        """
+        hp, s, n = self.hp, self.num_seeds, self.num_envs
         t_len = int(hp.epoch_length)
         params = c["params"]
         spec = self.env.action_spec
-        act_shape = [s, self.num_envs] + ([] if self.discrete else list(spec.shape))
-        act_dtype = tf.int32 if self.discrete else tf.float32
+        act_shape = [s, n] + ([] if self.discrete else list(spec.shape))
+        obs_shape = [s, n, *self.env.observation_spec.shape]
         buf = {
-            "obs": tf.TensorArray(self.env.observation_spec.dtype, t_len),
-            "action": tf.TensorArray(act_dtype, t_len, element_shape=act_shape),
+            "obs": tf.TensorArray(self.env.observation_spec.dtype, t_len, element_shape=obs_shape),
+            "final_obs": tf.TensorArray(self.env.observation_spec.dtype, t_len,
+                                        element_shape=obs_shape),
+            "action": tf.TensorArray(tf.int32 if self.discrete else tf.float32, t_len,
+                                     element_shape=act_shape),
             "log_prob": tf.TensorArray(tf.float32, t_len),
-            "value": tf.TensorArray(tf.float32, t_len),
             "reward": tf.TensorArray(tf.float32, t_len),
             "terminated": tf.TensorArray(tf.bool, t_len),
             "truncated": tf.TensorArray(tf.bool, t_len),
-            "final_value": tf.TensorArray(tf.float32, t_len),
         }
-        zeros = tf.zeros([s])
+        zeros = tf.zeros([self.env.num_envs])
 
-        def body(t, env_state, obs, key, ep_ret, ep_len, ret_sum, ret_count, len_sum, buf):
+        def body(t, env_state, obs, key, ep_ret, ep_len, ret_acc, len_acc, count, buf):
             k_act, k_env, key = tf.unstack(split(key, 3))
-            x = self._features(obs)
-            action, log_prob = self._sample(params, self._policy(params, x), k_act)
-            value = self._value(params, x)
+            action, log_prob = self._sample(params, self._policy(params, self._features(obs)),
+                                            k_act)
             env_state, step = self.env.step(env_state, self._env_action(action), k_env)
-            final_value = self._value(params, self._features(step.final_obs))
-            done = tf.logical_or(step.terminated, step.truncated)
+            done = tf.cast(tf.logical_or(step.terminated, step.truncated), tf.float32)
             ep_ret = ep_ret + step.reward
-            ep_len = ep_len + 1
-            donef = tf.reshape(tf.cast(done, tf.float32), [s, -1])
-            ret_sum += tf.reduce_sum(donef * tf.reshape(ep_ret, [s, -1]), axis=1)
-            len_sum += tf.reduce_sum(donef * tf.reshape(tf.cast(ep_len, tf.float32), [s, -1]), 1)
-            ret_count += tf.reduce_sum(donef, axis=1)
-            ep_ret = tf.where(done, 0.0, ep_ret)
-            ep_len = tf.where(done, 0, ep_len)
-            shaped = lambda z: tf.reshape(z, [s, self.num_envs])
+            ep_len = ep_len + 1.0
+            ret_acc += done * ep_ret  # elementwise: XLA fuses these; reduced after the loop
+            len_acc += done * ep_len
+            count += done
+            ep_ret *= 1.0 - done
+            ep_len *= 1.0 - done
+            per_agent = lambda z: tf.reshape(z, [s, n, *z.shape[1:]])
             buf = {
-                "obs": buf["obs"].write(t, tf.reshape(obs, [s, self.num_envs, *obs.shape[1:]])),
+                "obs": buf["obs"].write(t, per_agent(obs)),
+                "final_obs": buf["final_obs"].write(t, per_agent(step.final_obs)),
                 "action": buf["action"].write(t, action),
                 "log_prob": buf["log_prob"].write(t, log_prob),
-                "value": buf["value"].write(t, value),
-                "reward": buf["reward"].write(t, shaped(step.reward) * float(hp.reward_scale)),
-                "terminated": buf["terminated"].write(t, shaped(step.terminated)),
-                "truncated": buf["truncated"].write(t, shaped(step.truncated)),
-                "final_value": buf["final_value"].write(t, final_value),
+                "reward": buf["reward"].write(t, per_agent(step.reward) * float(hp.reward_scale)),
+                "terminated": buf["terminated"].write(t, per_agent(step.terminated)),
+                "truncated": buf["truncated"].write(t, per_agent(step.truncated)),
             }
-            return t + 1, env_state, step.obs, key, ep_ret, ep_len, ret_sum, ret_count, len_sum, buf
+            return t + 1, env_state, step.obs, key, ep_ret, ep_len, ret_acc, len_acc, count, buf
 
         loop = (0, c["env_state"], c["obs"], c["key"], c["episode_return"],
-                c["episode_length"], zeros, zeros, zeros, buf)
+                tf.cast(c["episode_length"], tf.float32), zeros, zeros, zeros, buf)
         out = tf.while_loop(
             lambda t, *_: t < t_len, body, loop, maximum_iterations=t_len, parallel_iterations=1
         )
-        _, env_state, obs, key, ep_ret, ep_len, ret_sum, ret_count, len_sum, buf = out
+        _, env_state, obs, key, ep_ret, ep_len, ret_acc, len_acc, count, buf = out
         batch = {k: v.stack() for k, v in buf.items()}
-        last_value = self._value(params, self._features(obs))
+        # The critic, once for all T*N observations, the last one and the T*N final ones.
+        agent_major = lambda z: tf.reshape(tf.transpose(z, [1, 0, 2, *range(3, z.shape.rank)]),
+                                           [s, t_len * n, *z.shape[3:]])
+        x = tf.concat([self._features(agent_major(batch["obs"])), self._features(obs),
+                       self._features(agent_major(batch.pop("final_obs")))], axis=1)
+        v = self._value(params, x)  # [S, 2*T*N + N]
+        time_major = lambda z: tf.transpose(tf.reshape(z, [s, t_len, n]), [1, 0, 2])
+        batch["value"] = time_major(v[:, :t_len * n])
+        last_value = v[:, t_len * n:t_len * n + n]
+        batch["final_value"] = time_major(v[:, t_len * n + n:])
         c = dict(c, env_state=env_state, obs=obs, key=key, episode_return=ep_ret,
-                 episode_length=ep_len)
-        stats = {"return_sum": ret_sum, "episodes": ret_count, "length_sum": len_sum}
+                 episode_length=tf.cast(ep_len, tf.int32))
+        per_agent_sum = lambda z: tf.reduce_sum(tf.reshape(z, [s, n]), axis=1)
+        stats = {"return_sum": per_agent_sum(ret_acc), "episodes": per_agent_sum(count),
+                 "length_sum": per_agent_sum(len_acc)}
         return c, batch, last_value, stats
 
     # ---- update ----------------------------------------------------------------------------
