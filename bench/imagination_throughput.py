@@ -111,6 +111,7 @@ PONG = DataSpec("pong", (105, 80, 3), "uint8", "png", {"kind": "discrete", "n": 
 MODELS = [
     ("vector", "vector_ensemble", "world_model_vector", CARTPOLE, "CartPole"),
     ("grid", "grid_conv", "world_model_grid", BREAKOUT, "MinAtar Breakout"),
+    ("grid", "grid_conv", "world_model_grid_fast", BREAKOUT, "MinAtar Breakout"),
     ("rgb", "next_frame_basic_deterministic", "next_frame_basic_deterministic", PONG,
      "ALE Pong"),
     ("rgb", "next_frame_basic_stochastic_discrete", "next_frame_basic_stochastic_discrete",

@@ -46,3 +46,13 @@ def world_model_grid() -> HParams:
         batch_size=128,
         train_steps=10_000,
     )
+
+
+@register_hparams
+def world_model_grid_fast() -> HParams:
+    """``world_model_grid`` slimmed for imagination speed on CPUs (~16x fewer FLOPs a step)."""
+    hp = world_model_grid()
+    hp.filters = 8
+    hp.residual_blocks = 0
+    hp.head_units = 32
+    return hp
