@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 from imagined_rl import data
 
 CLI = [sys.executable, "-m", "imagined_rl.cli", "datagen", "--problem=gym_cartpole_random",
@@ -51,3 +53,20 @@ def test_datagen_unknown_problem_is_one_line(tmp_path):
     assert out.stderr.strip().splitlines()[-1].startswith(
         "imagined-rl: error: unknown problem 'gym_cartpole_randon'; did you mean: "
         "gym_cartpole_random")
+
+
+def test_datagen_with_a_trained_policy(tmp_path):
+    """``--policy_dir`` records with a PPO run's policy: a trained CartPole agent's episodes are
+    far longer than a random policy's (~22 steps)."""
+    run_dir, data_dir = str(tmp_path / "ppo"), str(tmp_path / "data")
+    train = subprocess.run([*CLI[:3], "train", f"--output_dir={run_dir}", "--noprogress",
+                            "--episodes=2"], capture_output=True, text=True, check=False)
+    assert train.returncode == 0, train.stderr[-2000:]
+    out = subprocess.run([*CLI, f"--data_dir={data_dir}", f"--policy_dir={run_dir}",
+                          "--num_steps=8000", "--steps_per_shard=4000"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    episodes = {}
+    for step in data.read_steps(data_dir, "train").as_numpy_iterator():
+        episodes[int(step["episode"])] = int(step["frame_number"])
+    assert np.mean(list(episodes.values())) > 200, episodes
