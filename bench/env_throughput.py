@@ -18,73 +18,19 @@ import json
 import os
 import platform
 import sys
-import time
 
 import gymnasium as gym
 import tensorflow as tf
 from absl import app, flags
+from common import cpu_name, gym_single_sps, in_graph_sps, vector_sps  # bench/common.py
 
 from imagined_rl.envs.atari import make_atari, make_minatar
 from imagined_rl.envs.classic import CartPole
-from imagined_rl.envs.core import BatchEnv, make_key, random_actions, split
 from imagined_rl.envs.gym_adapter import GymEnv
 
 flags.DEFINE_float("seconds", 3.0, "target seconds per measurement")
 flags.DEFINE_string("out_dir", os.path.join(os.path.dirname(__file__), "results"), "output")
 FLAGS = flags.FLAGS
-
-
-def rollout_fn(env: BatchEnv, steps: int):
-    """A compiled loop of ``steps`` random-action env steps (XLA when the env allows it)."""
-
-    def run(state, key):
-        def body(i, state, key):
-            k_act, k_step, key = tf.unstack(split(key, 3))
-            action = random_actions(env.action_spec, env.num_envs, k_act)
-            state, _ = env.step(state, tf.cast(action, env.action_spec.dtype), k_step)
-            return i + 1, state, key
-
-        _, state, key = tf.while_loop(lambda i, *_: i < steps, body, (0, state, key),
-                                      maximum_iterations=steps)
-        return state, key
-
-    return tf.function(run, jit_compile=env.jit_compatible)
-
-
-def in_graph_sps(env: BatchEnv, steps: int) -> float:
-    """Env steps/s of ``env`` in a compiled loop, compile excluded, ~FLAGS.seconds long."""
-    run = rollout_fn(env, steps)
-    state, _ = env.reset(make_key(0))
-    key = make_key(1)
-    state, key = run(state, key)  # compile
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < FLAGS.seconds:
-        state, key = run(state, key)
-        reps += 1
-    return reps * steps * env.num_envs / (time.perf_counter() - t0)
-
-
-def gym_single_sps(env_id: str) -> float:
-    env = gym.make(env_id)
-    env.reset(seed=0)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < FLAGS.seconds:
-        for _ in range(1000):
-            _, _, term, trunc, _ = env.step(env.action_space.sample())
-            if term or trunc:
-                env.reset()
-        n += 1000
-    return n / (time.perf_counter() - t0)
-
-
-def vector_sps(venv: gym.vector.VectorEnv) -> float:
-    venv.reset(seed=0)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < FLAGS.seconds:
-        for _ in range(50):
-            venv.step(venv.action_space.sample())
-        n += 50 * venv.num_envs
-    return n / (time.perf_counter() - t0)
 
 
 def main(_: list[str]) -> None:
@@ -95,10 +41,11 @@ def main(_: list[str]) -> None:
         print(f"{group:28s} {what:44s} {sps:14,.0f} steps/s", flush=True)
 
     for n in (1, 16, 256, 4096):
-        add("native CartPole (XLA)", f"N={n}", in_graph_sps(CartPole(n), 1000 if n < 256 else 200))
-    add("gymnasium CartPole", "1 env, Python loop", gym_single_sps("CartPole-v1"))
+        add("native CartPole (XLA)", f"N={n}",
+            in_graph_sps(CartPole(n), 1000 if n < 256 else 200, FLAGS.seconds))
+    add("gymnasium CartPole", "1 env, Python loop", gym_single_sps("CartPole-v1", FLAGS.seconds))
     add("gymnasium CartPole", "SyncVectorEnv, 8 envs",
-        vector_sps(gym.make_vec("CartPole-v1", 8, vectorization_mode="sync")))
+        vector_sps(gym.make_vec("CartPole-v1", 8, vectorization_mode="sync"), FLAGS.seconds))
 
     adapters = [
         ("CartPole-v1", lambda: GymEnv("CartPole-v1", 8)),
@@ -107,15 +54,16 @@ def main(_: list[str]) -> None:
     ]
     for name, make in adapters:
         env = make()
-        add(name, "adapter GymEnv, 8 envs, in a tf.function loop", in_graph_sps(env, 100))
-        add(name, "same vector env stepped directly", vector_sps(env.venv))
+        add(name, "adapter GymEnv, 8 envs, in a tf.function loop",
+            in_graph_sps(env, 100, FLAGS.seconds))
+        add(name, "same vector env stepped directly", vector_sps(env.venv, FLAGS.seconds))
         env.close()
 
     native = {w: s for g, w, s in rows if g.startswith("native")}
     single = next(s for g, w, s in rows if w.startswith("1 env"))
     meta = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
             "tensorflow": tf.__version__, "gymnasium": gym.__version__,
-            "cpu": _cpu(), "command": "python " + " ".join(sys.argv)}
+            "cpu": cpu_name(), "command": "python " + " ".join(sys.argv)}
     lines = [f"# Env throughput ({meta['date']}, {meta['cpu']}, TF {meta['tensorflow']})", "",
              f"Command: `{meta['command']}`", "", "| env | setting | steps/s |", "|---|---|---|"]
     lines += [f"| {g} | {w} | {s:,.0f} |" for g, w, s in rows]
@@ -127,17 +75,6 @@ def main(_: list[str]) -> None:
     with open(os.path.join(FLAGS.out_dir, "env_throughput.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print("\n".join(lines))
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f" x{os.cpu_count()}"
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -73,13 +73,14 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from common import cpu_name, gym_single_sps, in_graph_sps, vector_sps  # bench/common.py
 from tensorflow.python.profiler import model_analyzer, option_builder
 
 from imagined_rl import registry
 from imagined_rl.data import DataSpec
 from imagined_rl.envs.atari import make_atari, make_minatar
 from imagined_rl.envs.classic import CartPole
-from imagined_rl.envs.core import BatchEnv, make_key, random_actions, split
+from imagined_rl.envs.core import make_key, split
 from imagined_rl.world_models.base import WorldModel, observation_kind
 
 FAMILY_GROUPS = ("vector", "grid", "rgb")
@@ -272,58 +273,6 @@ def measure_model(group: str, name: str, hparams_set: str, spec: DataSpec,
 # The real envs (the method of bench/env_throughput.py).
 
 
-def env_rollout_fn(env: BatchEnv, steps: int) -> Callable:
-    """A compiled loop of ``steps`` random-action env steps (XLA when the env allows it)."""
-
-    def run(state, key):
-        def body(i, state, key):
-            k_act, k_step, key = tf.unstack(split(key, 3))
-            action = random_actions(env.action_spec, env.num_envs, k_act)
-            state, _ = env.step(state, tf.cast(action, env.action_spec.dtype), k_step)
-            return i + 1, state, key
-
-        _, state, key = tf.while_loop(lambda i, *_: i < steps, body, (0, state, key),
-                                      maximum_iterations=steps)
-        return state, key
-
-    return tf.function(run, jit_compile=env.jit_compatible)
-
-
-def in_graph_sps(env: BatchEnv, steps: int) -> float:
-    run = env_rollout_fn(env, steps)
-    state, _ = env.reset(make_key(0))
-    key = make_key(1)
-    state, key = run(state, key)  # compile
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < FLAGS.seconds:
-        state, key = run(state, key)
-        reps += 1
-    return reps * steps * env.num_envs / (time.perf_counter() - t0)
-
-
-def gym_single_sps(env_id: str) -> float:
-    env = gym.make(env_id)
-    env.reset(seed=0)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < FLAGS.seconds:
-        for _ in range(1000):
-            _, _, term, trunc, _ = env.step(env.action_space.sample())
-            if term or trunc:
-                env.reset()
-        n += 1000
-    return n / (time.perf_counter() - t0)
-
-
-def vector_sps(venv: gym.vector.VectorEnv) -> float:
-    venv.reset(seed=0)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < FLAGS.seconds:
-        for _ in range(50):
-            venv.step(venv.action_space.sample())
-        n += 50 * venv.num_envs
-    return n / (time.perf_counter() - t0)
-
-
 def measure_real_envs(groups: set[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
@@ -334,18 +283,20 @@ def measure_real_envs(groups: set[str]) -> list[dict[str, Any]]:
     if "vector" in groups:
         for n in (1, 1024):
             add("CartPole", f"native in-graph (XLA), N={n}",
-                in_graph_sps(CartPole(n), 1000 if n == 1 else 200))
-        add("CartPole", "gymnasium, 1 env, Python loop", gym_single_sps("CartPole-v1"))
+                in_graph_sps(CartPole(n), 1000 if n == 1 else 200, FLAGS.seconds))
+        add("CartPole", "gymnasium, 1 env, Python loop",
+            gym_single_sps("CartPole-v1", FLAGS.seconds))
         add("CartPole", "gymnasium SyncVectorEnv, 8 envs",
-            vector_sps(gym.make_vec("CartPole-v1", 8, vectorization_mode="sync")))
+            vector_sps(gym.make_vec("CartPole-v1", 8, vectorization_mode="sync"),
+                       FLAGS.seconds))
     makers = {"grid": ("MinAtar Breakout", lambda: make_minatar("breakout", 8)),
               "rgb": ("ALE Pong", lambda: make_atari("pong", 8))}
     for group, (name, make) in makers.items():
         if group not in groups:
             continue
         env = make()
-        add(name, "adapter GymEnv, 8 envs, tf.function loop", in_graph_sps(env, 100))
-        add(name, "gymnasium vector env, 8 envs, direct", vector_sps(env.venv))
+        add(name, "adapter GymEnv, 8 envs, tf.function loop", in_graph_sps(env, 100, FLAGS.seconds))
+        add(name, "gymnasium vector env, 8 envs, direct", vector_sps(env.venv, FLAGS.seconds))
         env.close()
     return rows
 
@@ -481,24 +432,13 @@ def _available_memory() -> float:
     return 8 * 2**30
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f" x{os.cpu_count()}"
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def _device() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
-        return f"CPU only: {_cpu()}"
+        return f"CPU only: {cpu_name()}"
     names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
              for g in gpus]
-    return f"GPU: {', '.join(names)}; CPU: {_cpu()}"
+    return f"GPU: {', '.join(names)}; CPU: {cpu_name()}"
 
 
 def main(_: list[str]) -> None:
@@ -507,7 +447,7 @@ def main(_: list[str]) -> None:
         raise app.UsageError(f"--families takes {', '.join(FAMILY_GROUPS)}")
     meta = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
             "tensorflow": tf.__version__, "gymnasium": gym.__version__, "numpy": np.__version__,
-            "device": _device(), "cpu": _cpu(), "command": "python " + " ".join(sys.argv),
+            "device": _device(), "cpu": cpu_name(), "command": "python " + " ".join(sys.argv),
             "seconds": FLAGS.seconds, "horizon": FLAGS.horizon,
             "mixed_precision": FLAGS.mixed_precision or "float32"}
     print(f"# {meta['device']}, TF {meta['tensorflow']}", flush=True)
