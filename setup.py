@@ -29,7 +29,8 @@ setup(
     version="0.1.0",
     description="World models and PPO together inside one TensorFlow graph (SimPLe, modernised).",
     python_requires=">=3.10",
-    packages=["imagined_rl", "imagined_rl.envs", "imagined_rl.problems", "imagined_rl.hparams"],
+    packages=["imagined_rl", "imagined_rl.envs", "imagined_rl.world_models",
+              "imagined_rl.problems", "imagined_rl.hparams"],
     package_dir={
         "imagined_rl": "imagined_rl",
         "imagined_rl.problems": "problems",

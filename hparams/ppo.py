@@ -35,6 +35,7 @@ def ppo_base() -> HParams:
         activation="tanh",
         init_logstd=0.0,  # Gaussian policies: initial log standard deviation
         reward_scale=1.0,  # rewards are multiplied by this for learning (not for reporting)
+        obs_scale=1.0,  # observations are multiplied by this (1/255 for uint8 frames)
         iterations_per_call=16,  # PPO iterations per compiled call (host touched once per call)
         jit=True,  # XLA-compile the training graph
         train_steps=500_000,  # env steps per agent
@@ -60,7 +61,7 @@ def ppo_atari_base() -> HParams:
     hp.override_from_dict(dict(
         learning_rate_constant=1e-4, clipping_coef=0.2, gae_gamma=0.985, gae_lambda=0.985,
         entropy_loss_coef=0.003, value_loss_coef=1.0, optimization_epochs=3, epoch_length=200,
-        num_envs=16, num_minibatches=4, clip_grad_norm=0.5,
+        num_envs=16, num_minibatches=4, clip_grad_norm=0.5, obs_scale=1.0 / 255,
     ))
     return hp
 

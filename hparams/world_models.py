@@ -1,8 +1,8 @@
 """Named world-model hyperparameter sets (``--hparams_set=NAME``), one per model family.
 
 Besides each family's architecture, a set holds what the generic world-model trainer reads:
-``learning_rate``, ``batch_size``, ``train_steps`` (optimizer steps) and ``history`` (the number
-of input observations, also the window length the data are read with).
+``learning_rate_constant``, ``batch_size``, ``train_steps`` (optimizer steps) and ``history``
+(the number of input observations, also the window length the data are read with).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def world_model_vector() -> HParams:
         bootstrap=True,  # each member trains on its own resample of every batch
         predict_mode="random",  # "random": one member per sample (PETS TS1); "mean": average
         adapt_batches=20,  # batches read to fit the normalisation
-        learning_rate=1e-3,
+        learning_rate_constant=1e-3,
         batch_size=256,
         train_steps=5_000,
     )
@@ -42,7 +42,7 @@ def world_model_grid() -> HParams:
         frame_loss_weight=1.0,
         sample=False,  # predict: sample cells from their Bernoulli instead of thresholding
         adapt_batches=20,
-        learning_rate=1e-3,
+        learning_rate_constant=1e-3,
         batch_size=128,
         train_steps=10_000,
     )

@@ -32,7 +32,8 @@ flags.DEFINE_string("hparams_set", None,
                     "registered hparams set; default: the env's tuned set, else ppo_base")
 flags.DEFINE_string("hparams", "", 'comma-separated overrides, e.g. "num_envs=8,gae_gamma=0.9"')
 flags.DEFINE_string("output_dir", None, "run directory; default runs/<env>-<hparams_set>-s<seed>")
-flags.DEFINE_integer("train_steps", None, "env steps per agent (overrides the hparam)")
+flags.DEFINE_integer("train_steps", None, "PPO: env steps per agent; --model: optimiser steps "
+                     "(overrides the hparam)")
 flags.DEFINE_integer("seed", 0, "random seed; the same seed reproduces the run")
 flags.DEFINE_integer("save_checkpoints_secs", 30, "seconds between checkpoints")
 flags.DEFINE_integer("episodes", 16, "evaluation episodes")
@@ -59,12 +60,23 @@ def _env_id() -> str:
     return FLAGS.env
 
 
+def _require(hp, set_name: str, names: tuple[str, ...], kind: str) -> None:
+    """A one-line error when an hparams set of another family is given."""
+    missing = [n for n in names if n not in hp]
+    if missing:
+        raise UserError(f"hparams set '{set_name}' is not {kind} set (it lacks "
+                        f"{', '.join(missing)}); see --registry_help")
+
+
 def train() -> int:
     if FLAGS.model:
         return train_model()
     env_id = _env_id()
-    set_name = FLAGS.hparams_set or DEFAULT_HPARAMS.get(env_id, "ppo_base")
+    default = (registry.problem(FLAGS.problem).hparams_set if FLAGS.problem
+               else DEFAULT_HPARAMS.get(env_id, "ppo_base"))
+    set_name = FLAGS.hparams_set or default
     hp = registry.hparams_with_overrides(set_name, FLAGS.hparams)
+    _require(hp, set_name, ("num_envs", "epoch_length", "optimization_epochs"), "a PPO")
     if FLAGS.train_steps is not None:
         hp.train_steps = FLAGS.train_steps
     from imagined_rl import loops  # imports TensorFlow: after the cheap checks of the flags
@@ -90,6 +102,7 @@ def train_model() -> int:
     if set_name is None:
         raise UserError(f"model {FLAGS.model} has no default hparams set; pass --hparams_set")
     hp = registry.hparams_with_overrides(set_name, FLAGS.hparams)
+    _require(hp, set_name, ("history", "batch_size", "train_steps"), "a world-model")
     if FLAGS.train_steps is not None:
         hp.train_steps = FLAGS.train_steps
     output_dir = FLAGS.output_dir or os.path.join(
@@ -129,16 +142,19 @@ def datagen() -> int:
     env = problem.make_env(problem.num_envs, seed=FLAGS.seed)
     if FLAGS.policy_dir:
         agent, config = loops.restore_agent(FLAGS.policy_dir)
-        if agent.env.observation_spec != env.observation_spec:
+        if (agent.env.observation_spec != env.observation_spec
+                or agent.env.action_spec != env.action_spec):
             raise UserError(f"policy in '{FLAGS.policy_dir}' was trained on {config.env}, whose "
-                            f"observations differ from {FLAGS.problem}'s")
+                            f"observations or actions differ from {FLAGS.problem}'s")
         policy = lambda obs, key: agent.act(obs, key)
+        policy_id = f"{os.path.abspath(FLAGS.policy_dir)}@{agent.env_steps}"
     else:
         policy = lambda obs, key: random_actions(env.action_spec, env.num_envs, key)
+        policy_id = "random"
     summary = data.record(
         env, policy, FLAGS.num_steps or problem.num_steps, FLAGS.data_dir, FLAGS.seed,
         steps_per_shard=FLAGS.steps_per_shard or problem.steps_per_shard,
-        problem=FLAGS.problem, progress=FLAGS.progress)
+        problem=FLAGS.problem, progress=FLAGS.progress, policy_id=policy_id)
     print(f"{FLAGS.problem}: wrote {summary.shards_written} shards ({summary.steps} steps, "
           f"{summary.episodes} episodes), kept {summary.shards_skipped} complete ones; "
           f"{summary.num_shards} shards in {summary.data_dir}")

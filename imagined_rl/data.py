@@ -86,7 +86,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from imagined_rl.envs.core import BatchEnv, Box, Discrete, Key, make_key, split
+from imagined_rl.envs.core import BatchEnv, Box, Discrete, Key, make_key, raw_reward, split
 from imagined_rl.errors import UserError
 
 SPEC_FILE = "data_spec.json"
@@ -439,6 +439,7 @@ def record(
     progress: bool = True,
     max_episode_steps: int = 100_000,
     on_step: StepHook | None = None,
+    policy_id: str = "random",
 ) -> RecordSummary:
     """Records about ``num_steps`` env steps of ``policy`` on ``env`` into ``data_dir``.
 
@@ -464,7 +465,9 @@ def record(
 
     ``reward_clip=(lo, hi)`` stores ``clip(reward, lo, hi)`` as ``reward`` (the training reward)
     beside the env's ``unclipped_reward``. ``max_episode_steps`` guards against an env that
-    never ends an episode (each episode is buffered in memory until it ends). ``on_step(shard,
+    never ends an episode (each episode is buffered in memory until it ends). ``policy_id``
+    names the policy in the epoch's recorded arguments, so a rerun with another policy is refused
+    instead of mixing shards. ``on_step(shard,
     transition)``, if given, sees every env step of every shard this call generates, as numpy
     arrays: ``obs``, ``action``, ``reward``, ``unclipped_reward``, ``terminated``,
     ``truncated``, ``next_obs``, ``final_obs`` (each with the leading ``[num_envs]`` axis).
@@ -498,6 +501,7 @@ def record(
             "finish_episodes": bool(finish_episodes),
             "env": env.name,
             "reward_clip": None if reward_clip is None else [float(v) for v in reward_clip],
+            "policy": policy_id,  # a resumed epoch must not mix shards of two policies
         },
     )
     splits = shard_splits(num_shards, dev_fraction)
@@ -649,10 +653,10 @@ class _ShardRecorder:
             state, action, step, key = self.step_fn(state, obs, key)
             obs, it = step.obs, it + 1
             action_np = action.numpy()
-            unclipped = step.reward.numpy()
-            reward = unclipped
+            unclipped = raw_reward(state, step).numpy()  # the game's score (Atari: unclipped)
+            reward = step.reward.numpy()  # the training reward, as the env gives it
             if self.reward_clip is not None:
-                reward = np.clip(unclipped, *self.reward_clip)
+                reward = np.clip(reward, *self.reward_clip)
             terminated = step.terminated.numpy()
             truncated = step.truncated.numpy()
             next_np = _check_obs(env, step.obs, spec, "step obs")

@@ -30,7 +30,7 @@ import tensorflow as tf
 import tqdm
 
 from imagined_rl import registry
-from imagined_rl.envs.core import BatchEnv, check_env, make_key, split
+from imagined_rl.envs.core import BatchEnv, check_env, make_key, raw_reward, split
 from imagined_rl.errors import UserError
 from imagined_rl.hparams_lib import HParams
 from imagined_rl.ppo import PPO
@@ -102,7 +102,7 @@ def evaluate(
     for _ in range(limit):
         act_key, step_key, key = tf.unstack(split(key, 3))
         state, step = step_fn(state, policy(obs, act_key), step_key)
-        returns += np.where(active, step.reward.numpy(), 0.0)
+        returns += np.where(active, raw_reward(state, step).numpy(), 0.0)  # game score
         active &= ~(step.terminated.numpy() | step.truncated.numpy())
         obs = step.obs
         if not active.any():
@@ -129,7 +129,11 @@ class RunConfig:
         if not os.path.exists(path):
             raise UserError(f"no run in '{output_dir}' (missing config.json); train one first")
         with open(path) as f:
-            return cls(**json.load(f))
+            raw = json.load(f)
+        if "model" in raw:
+            raise UserError(f"'{output_dir}' holds a world-model run, not a PPO run; use "
+                            "imagined-rl evaluate_model on it")
+        return cls(**raw)
 
     def save(self, output_dir: str) -> None:
         _atomic_write(os.path.join(output_dir, "config.json"),
@@ -181,14 +185,16 @@ def train_model_free(
             raise UserError(f"'{output_dir}' holds a run with different settings "
                             f"({', '.join(diff)}); use another --output_dir or the same flags "
                             "to resume")
+    agent, hp = build_agent(config)  # a bad env or hparams fails here, before the dir is claimed
     config.save(output_dir)
-    agent, hp = build_agent(config)
     ckpt = tf.train.Checkpoint(state=agent.variables())
     manager = tf.train.CheckpointManager(ckpt, os.path.join(output_dir, "checkpoints"), 3)
     metrics_path = os.path.join(output_dir, "metrics.jsonl")
     history = _read_metrics(metrics_path)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_consumed()
+        if not agent.env.jit_compatible:
+            agent.restart_envs()  # host envs cannot be rewound: start fresh episodes instead
         history = [m for m in history if m["env_steps"] <= agent.env_steps]
         log(f"resuming {output_dir} from env step {agent.env_steps}")
     else:

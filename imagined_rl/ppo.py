@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from imagined_rl.envs.core import BatchEnv, Box, Discrete, make_key, split
+from imagined_rl.hparams_lib import HParamsError
 
 Params = dict[str, Any]
 UPDATE_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
@@ -215,7 +216,7 @@ class PPO:
         self.num_seeds = int(getattr(hparams, "num_seeds", 1))
         self.num_envs = int(hparams.num_envs)
         if env.num_envs != self.num_envs * self.num_seeds:
-            raise ValueError(
+            raise HParamsError(
                 f"env has {env.num_envs} envs, PPO needs num_envs*num_seeds = "
                 f"{self.num_envs}*{self.num_seeds}"
             )
@@ -223,7 +224,7 @@ class PPO:
         self.num_iterations = max(1, math.ceil(int(total_env_steps) / self.steps_per_iteration))
         batch = self.steps_per_iteration
         if batch % int(hparams.num_minibatches):
-            raise ValueError(
+            raise HParamsError(
                 f"epoch_length*num_envs={batch} is not divisible by num_minibatches="
                 f"{hparams.num_minibatches}"
             )
@@ -232,7 +233,7 @@ class PPO:
         self.act_dim = env.action_spec.n if self.discrete else int(np.prod(env.action_spec.shape))
 
         root = make_key(self.seed)
-        init_key, env_key, loop_key = tf.unstack(split(root, 3))
+        _, env_key, loop_key = tf.unstack(split(root, 3))  # (first key: kept for stable streams)
         params = self._init_params()
         env_state, obs = env.reset(env_key)
         flat = tf.nest.flatten(params)
@@ -249,7 +250,6 @@ class PPO:
             "iteration": tf.constant(0, tf.int64),
             "updates": tf.constant(0, tf.int64),
         }
-        del init_key
         self.state = tf.nest.map_structure(lambda t: tf.Variable(t, trainable=False), carry)
         jit = bool(getattr(hparams, "jit", True))
         self._train = tf.function(self._train_graph, jit_compile=jit and env.jit_compatible)
@@ -280,6 +280,21 @@ class PPO:
         """Env steps taken so far by each agent."""
         return self.iteration * self.steps_per_iteration
 
+    def restart_envs(self) -> None:
+        """Resets the envs and the episode accumulators, keeping everything else.
+
+        After restoring a checkpoint of a host-stepped env (the gymnasium adapter), the restored
+        observations no longer match the host envs, which cannot be rewound; this starts fresh
+        episodes from the restored RNG key instead.
+        """
+        key, sub = tf.unstack(split(self.state["key"].read_value()))
+        env_state, obs = self.env.reset(sub)
+        tf.nest.map_structure(lambda v, t: v.assign(t), self.state["env_state"], env_state)
+        self.state["obs"].assign(obs)
+        self.state["key"].assign(key)
+        self.state["episode_return"].assign(tf.zeros_like(self.state["episode_return"]))
+        self.state["episode_length"].assign(tf.zeros_like(self.state["episode_length"]))
+
     def variables(self) -> list[tf.Variable]:
         """Everything a checkpoint must hold to resume bit-for-bit."""
         return tf.nest.flatten(self.state)
@@ -287,7 +302,8 @@ class PPO:
     # ---- policy and value heads ------------------------------------------------------------
     def _features(self, obs: tf.Tensor) -> tf.Tensor:
         """``obs [S*N or S, B, ...]`` -> float ``[S, B, obs_dim]``."""
-        return tf.reshape(tf.cast(obs, tf.float32), [self.num_seeds, -1, self.obs_dim])
+        x = tf.cast(obs, tf.float32) * float(getattr(self.hp, "obs_scale", 1.0))
+        return tf.reshape(x, [self.num_seeds, -1, self.obs_dim])
 
     def _policy(self, params: Params, x: tf.Tensor) -> tf.Tensor:
         return mlp(params["pi"], x, self.hp.activation)
@@ -497,7 +513,7 @@ class PPO:
         iteration (NaN where none ended).
         """
         per_call = int(self.hp.iterations_per_call)
-        todo = int(iterations or per_call)
+        todo = per_call if iterations is None else int(iterations)
         chunks = []
         while todo > 0:
             k = min(todo, per_call)
@@ -512,7 +528,8 @@ class PPO:
 
     # ---- acting outside the training graph ------------------------------------------------
     def _act_graph(self, params: Params, obs: tf.Tensor, key: tf.Tensor, greedy: tf.Tensor):
-        x = tf.reshape(tf.cast(obs, tf.float32), [1, -1, self.obs_dim])
+        x = tf.reshape(tf.cast(obs, tf.float32) * float(getattr(self.hp, "obs_scale", 1.0)),
+                       [1, -1, self.obs_dim])
         params = tf.nest.map_structure(lambda p: p[:1], params)
         out = self._policy(params, x)
         if self.discrete:

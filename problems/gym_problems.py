@@ -40,6 +40,7 @@ class Problem:
     num_steps: int  # default amount of experience to record (env steps)
     steps_per_shard: int
     num_envs: int = 8  # envs stepped in parallel while recording
+    hparams_set: str = "ppo_base"  # the PPO set `train --problem=NAME` uses by default
 
     def make_env(self, num_envs: int, seed: int = 0) -> Any:
         raise NotImplementedError
@@ -89,17 +90,21 @@ def _register(name: str, make: Any, doc: str) -> None:
 for _short, _env_id in CLASSIC.items():
     _register(f"gym_{_short}_random",
               lambda n=f"gym_{_short}_random", e=_env_id: ClassicProblem(
-                  n, e, "vector", num_steps=100_000, steps_per_shard=10_000),
+                  n, e, "vector", num_steps=100_000, steps_per_shard=10_000,
+                  hparams_set={"CartPole-v1": "ppo_cartpole",
+                               "Pendulum-v1": "ppo_pendulum"}.get(e, "ppo_base")),
               f"{_env_id} (native, gymnasium-exact), random policy")
 
 for _game in ATARI_GAMES:
     _register(f"gym_{_game}_random",
               lambda n=f"gym_{_game}_random", g=_game: AtariProblem(
-                  n, f"ALE/{g}", "rgb", num_steps=100_000, steps_per_shard=5_000, game=g),
+                  n, f"ALE/{g}", "rgb", num_steps=100_000, steps_per_shard=5_000,
+                  hparams_set="ppo_atari_base", game=g),
               f"Atari {_game}, SimPLe preprocessing (105x80 RGB), random policy")
 
 for _game in MINATAR_GAMES:
     _register(f"minatar_{_game}_random",
               lambda n=f"minatar_{_game}_random", g=_game: MinAtarProblem(
-                  n, f"MinAtar/{g}", "grid", num_steps=100_000, steps_per_shard=10_000, game=g),
+                  n, f"MinAtar/{g}", "grid", num_steps=100_000, steps_per_shard=10_000,
+                  hparams_set="ppo_minatar", game=g),
               f"MinAtar {_game} (10x10xC binary), random policy")

@@ -330,3 +330,21 @@ def test_ppo_smoke_on_minatar_breakout() -> None:
     assert agent.iteration == 1
     assert np.all(np.isfinite(out["policy_loss"])) and np.all(np.isfinite(out["value_loss"]))
     agent.env.close()
+
+
+def test_recorded_atari_data_keeps_the_raw_score(tmp_path):
+    """Training rewards are clipped to their sign, but ``unclipped_reward`` on disk is the game's
+    score (Space Invaders pays 5-30 a hit), as tensor2tensor's data had it."""
+    from imagined_rl import data
+    from imagined_rl.envs.atari import make_atari
+
+    env = make_atari("space_invaders", 2, seed=0)
+    data.record(env, lambda obs, key: random_actions(env.action_spec, 2, key), 600,
+                str(tmp_path), seed=0, steps_per_shard=600, finish_episodes=False,
+                progress=False)
+    steps = list(data.read_steps(str(tmp_path), "train").as_numpy_iterator())
+    reward = np.array([s["reward"] for s in steps])
+    raw = np.array([s["unclipped_reward"] for s in steps])
+    assert set(np.unique(reward)) <= {-1.0, 0.0, 1.0} and raw.max() > 1.0
+    np.testing.assert_array_equal(np.sign(raw), reward)
+    env.close()

@@ -19,7 +19,7 @@ def _train(model: VectorEnsemble, data_dir: str, steps: int) -> None:
     ds = data.windows(data_dir, "train", history=model.history, batch_size=256, seed=0,
                       drop_remainder=True).repeat()
     model.adapt(ds.take(20))
-    opt = tf.keras.optimizers.Adam(float(model.hparams.learning_rate))
+    opt = tf.keras.optimizers.Adam(float(model.hparams.learning_rate_constant))
     variables = model.train_variables
 
     @tf.function(jit_compile=True)

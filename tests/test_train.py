@@ -117,6 +117,8 @@ def test_cli_kill_and_resume(tmp_path):
     (["--env=tests.bad_envs:WrongObsShape"], "expected [4, 4]"),
     (["--env=tests.bad_envs:PythonState"], "not a tensor"),
     (["--env=tests.bad_envs:NoSuchEnv"], "cannot load custom env"),
+    (["--hparams=num_minibatches=3"], "not divisible by num_minibatches=3"),
+    (["--hparams_set=world_model_vector"], "is not a PPO set"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, needle):
     out = _cli("train", f"--output_dir={tmp_path}", "--hparams_set=ppo_base", *args)

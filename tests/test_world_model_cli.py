@@ -66,11 +66,15 @@ def test_train_kill_resume_and_evaluate(cartpole_data, tmp_path):
     assert os.path.getsize(result["video"]) > 1000
     assert os.path.exists(os.path.join(run_dir, "open_loop_error.png"))
 
+    wrong = _run("evaluate", f"--output_dir={run_dir}")  # a PPO command on a world-model run
+    assert wrong.returncode == 2 and "holds a world-model run" in wrong.stderr.splitlines()[-1]
+
 
 @pytest.mark.parametrize("args, needle", [
     (["--model=grid_conv"], "model GridConv takes grid observations"),
     (["--model=next_frame_basic_deterministic"], "takes rgb observations"),
     (["--model=vector_ensembel"], "did you mean: vector_ensemble"),
+    (["--model=vector_ensemble", "--hparams_set=ppo_cartpole"], "is not a world-model set"),
 ])
 def test_model_data_mismatch_is_one_line(cartpole_data, tmp_path, args, needle):
     out = _run("train", f"--data_dir={cartpole_data}", f"--output_dir={tmp_path}", *args)

@@ -40,7 +40,7 @@ def train(model: WorldModel, data_dir: str, hp: HParams, steps: int) -> float:
     train_ds = data.windows(data_dir, "train", history=hp.history, batch_size=hp.batch_size,
                             drop_remainder=True, seed=1)
     model.adapt(train_ds)
-    opt = tf.keras.optimizers.Adam(hp.learning_rate)
+    opt = tf.keras.optimizers.Adam(hp.learning_rate_constant)
     variables = model.trainable_variables
     opt.build(variables)
 

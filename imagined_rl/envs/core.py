@@ -119,7 +119,7 @@ class Environment(BatchEnv):
 
     def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None):
         if int(num_envs) < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+            raise EnvCheckError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = int(num_envs)
         if max_episode_steps is not None:
             self.max_episode_steps = int(max_episode_steps)
@@ -235,6 +235,14 @@ def check_env(env: BatchEnv, seed: int = 0, steps: int = 3) -> None:
                 fail(f"step {i} {field} has dtype {value.dtype.name}, expected {dtype.name}")
         if not bool(tf.reduce_all(tf.math.is_finite(step.reward))):
             fail(f"step {i} reward has non-finite values")
+
+
+def raw_reward(state: State, step: Step) -> tf.Tensor:
+    """The env's unclipped reward for a step: ``state["raw_reward"]`` where an env (the Atari
+    adapter) clips its training reward and keeps the raw one there, else ``step.reward``."""
+    if isinstance(state, dict) and "raw_reward" in state:
+        return state["raw_reward"]
+    return step.reward
 
 
 def random_actions(spec: ActionSpec, num: int, key: Key) -> tf.Tensor:

@@ -25,13 +25,15 @@ def start_windows(data_dir: str, history: int, split_name: str = "train",
     frames: dict[int, list[np.ndarray]] = {}
     for step in data.read_steps(data_dir, split_name).as_numpy_iterator():
         frames.setdefault(int(step["episode"]), []).append(step["obs"])
-    windows = [np.stack(ep[t - history + 1:t + 1]) for ep in frames.values()
-               for t in range(history - 1, len(ep) - 1)]  # not an episode's final frame
-    if not windows:
+    episodes = list(frames.values())
+    where = [(e, t) for e, ep in enumerate(episodes)
+             for t in range(history - 1, len(ep) - 1)]  # not an episode's final frame
+    if not where:
         raise UserError(f"no {split_name} episode in '{data_dir}' has {history} frames to "
                         "start an imagined episode from")
-    idx = np.linspace(0, len(windows) - 1, min(max_windows, len(windows))).round().astype(int)
-    return np.stack([windows[i] for i in idx])
+    idx = np.linspace(0, len(where) - 1, min(max_windows, len(where))).round().astype(int)
+    return np.stack([np.stack(episodes[e][t - history + 1:t + 1])
+                     for e, t in (where[i] for i in idx)])
 
 
 class SimulatedBatchEnv(Environment):

@@ -31,8 +31,8 @@ from imagined_rl.world_models.base import WorldModel, observation_kind
 
 
 def episodes(data_dir: str, split_name: str = "dev") -> list[dict[str, np.ndarray]]:
-    """The recorded episodes of a split, in order: ``obs [T+1, ...]``, ``action``, ``reward``
-    (``reward[t]`` arrives with ``obs[t]``), ``done``, ``terminated``."""
+    """The recorded episodes of a split, in order: ``obs [T+1, ...]``, ``action`` and
+    ``reward`` (``reward[t]`` arrives with ``obs[t]``)."""
     eps: dict[int, dict[str, list]] = {}
     for step in data.read_steps(data_dir, split_name).as_numpy_iterator():
         ep = eps.setdefault(int(step["episode"]), {k: [] for k in ("obs", "action", "reward")})
@@ -178,6 +178,12 @@ def evaluate_model_dir(output_dir: str, data_dir: str | None = None, horizon: in
 
     model, config = restore_model(output_dir)
     data_dir = data_dir or config.data_dir
+    spec = data.load_spec(data_dir)
+    if (spec.obs_shape, spec.obs_dtype, spec.action) != (
+            model.spec.obs_shape, model.spec.obs_dtype, model.spec.action):
+        raise UserError(f"data in '{data_dir}' ({spec.problem}: obs {list(spec.obs_shape)} "
+                        f"{spec.obs_dtype}) do not match the model's ({model.spec.problem}: obs "
+                        f"{list(model.spec.obs_shape)} {model.spec.obs_dtype}) or its actions")
     result = open_loop(model, episodes(data_dir, "dev"), horizon, max_rollouts, config.seed)
     result["video"] = write_video(result, os.path.join(output_dir, "open_loop"))
     plot_errors(result, os.path.join(output_dir, "open_loop_error.png"),

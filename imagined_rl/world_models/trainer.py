@@ -66,13 +66,6 @@ def build_model(config: ModelRunConfig) -> WorldModel:
     return registry.model(config.model)(data.load_spec(config.data_dir), hp)
 
 
-def _learning_rate(hp: Any) -> float:
-    for name in ("learning_rate_constant", "learning_rate"):
-        if name in hp:
-            return float(getattr(hp, name))
-    return 1e-3
-
-
 class ModelTrainer:
     """Owns a model, its optimiser, step counter and checkpoint manager."""
 
@@ -80,13 +73,14 @@ class ModelTrainer:
         self.config, self.output_dir = config, output_dir
         self.model = build_model(config)
         self.hp = self.model.hparams
-        self.optimizer = tf.keras.optimizers.Adam(_learning_rate(self.hp))
+        self.optimizer = tf.keras.optimizers.Adam(float(self.hp.learning_rate_constant))
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               step=self.step)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=3)
         self.clip = float(self.hp.get("clip_grad_norm", 0.0) or 0.0)
+        self._dev_batches: list | None = None
         jit = bool(self.hp.get("jit", True))
         self._train_step = tf.function(self._train_step_graph, jit_compile=jit)
         self._eval_step = tf.function(self._eval_step_graph, jit_compile=jit)
@@ -98,7 +92,7 @@ class ModelTrainer:
         batch = next(iter(self.dataset("train", shuffle=False).take(1)))
         self.model.loss(batch, False, make_key(0))  # builds lazily created layers
         self.optimizer.build(self.model.train_variables)
-        self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
         return True
 
     def dataset(self, split_name: str, shuffle: bool) -> tf.data.Dataset:
@@ -123,14 +117,24 @@ class ModelTrainer:
         return loss
 
     def dev_loss(self, batches: int = 8) -> float | None:
-        """Mean loss on up to ``batches`` held-out (dev split) batches, or None without dev data."""
-        try:
-            ds = self.dataset("dev", shuffle=False).take(batches)
-        except UserError:
+        """Mean loss on a fixed sample of held-out (dev split) batches; None without dev data.
+
+        The batches are drawn once (shuffled with a fixed seed, so they span many episodes) and
+        kept, so every log point is scored on the same windows without rereading the shards.
+        """
+        if self._dev_batches is None:
+            try:
+                ds = data.windows(self.config.data_dir, "dev", history=self.model.history,
+                                  batch_size=int(self.hp.batch_size), shuffle=True,
+                                  seed=self.config.seed, drop_remainder=True)
+                self._dev_batches = list(ds.take(batches))
+            except UserError:
+                self._dev_batches = []
+        if not self._dev_batches:
             return None
-        key = make_key(self.config.seed + 1)
-        losses = [float(self._eval_step(b, k)) for b, k in zip(ds, tf.unstack(split(key, batches)))]
-        return float(np.mean(losses)) if losses else None
+        keys = tf.unstack(split(make_key(self.config.seed + 1), len(self._dev_batches)))
+        losses = [float(self._eval_step(b, k)) for b, k in zip(self._dev_batches, keys)]
+        return float(np.mean(losses))
 
     def train(self, train_steps: int, log_every: int = 100, save_checkpoints_secs: float = 30.0,
               progress: bool = True) -> dict[str, Any]:
