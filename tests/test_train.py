@@ -133,3 +133,23 @@ def test_cli_registry_help():
     assert out.returncode == 0
     for name in ("ppo_original_params", "ppo_atari_base", "ppo_cartpole", "CartPole-v1"):
         assert name in out.stdout
+
+
+def test_resume_on_a_host_env_restarts_its_episodes():
+    """A gymnasium env cannot be rewound: after a restore PPO starts fresh episodes from the
+    restored key instead of acting on stale observations."""
+    from imagined_rl.envs.gym_adapter import GymEnv
+
+    hp = registry.hparams("ppo_cartpole").parse(
+        "num_envs=2,epoch_length=16,num_minibatches=2,iterations_per_call=1")
+    first = PPO(GymEnv("CartPole-v1", 2, seed=0), hp, total_env_steps=1000, seed=1)
+    first.train()
+    values = [v.numpy() for v in first.variables()]
+    second = PPO(GymEnv("CartPole-v1", 2, seed=0), hp, total_env_steps=1000, seed=1)
+    for var, value in zip(second.variables(), values):
+        var.assign(value)
+    second.restart_envs()
+    assert np.all(second.state["episode_return"].numpy() == 0)
+    assert np.all(np.abs(second.state["obs"].numpy()) <= 0.05)  # a fresh CartPole reset
+    second.train()
+    assert second.iteration == 2
