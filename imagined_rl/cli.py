@@ -7,6 +7,7 @@
     imagined-rl datagen --problem=gym_pong_random --data_dir=data/pong --num_steps=100000
     imagined-rl train --model=vector_ensemble --data_dir=data/cartpole --output_dir=runs/wm
     imagined-rl evaluate_model --output_dir=runs/wm --horizon=50
+    imagined-rl train_model_based --loop_hparams_set=rlmb_cartpole --output_dir=runs/simple
     imagined-rl --registry_help            # every registered hparams set, problem, env, model
 
 Mistakes in what was typed (unknown names, malformed --hparams, a broken custom env) end with one
@@ -39,6 +40,8 @@ flags.DEFINE_integer("save_checkpoints_secs", 30, "seconds between checkpoints")
 flags.DEFINE_integer("episodes", 16, "evaluation episodes")
 flags.DEFINE_bool("json", False, "evaluate, evaluate_model: print one JSON object")
 flags.DEFINE_integer("horizon", 50, "evaluate_model: open-loop steps")
+flags.DEFINE_string("loop_hparams_set", "rlmb_cartpole", "train_model_based: the SimPLe loop set")
+flags.DEFINE_string("loop_hparams", "", "train_model_based: overrides of the loop set")
 flags.DEFINE_bool("progress", True, "show a progress bar")
 flags.DEFINE_bool("registry_help", False, "list registered hparams sets, problems, envs, models")
 flags.DEFINE_string("data_dir", None, "datagen: where shards go; train --model: what to learn")
@@ -48,7 +51,7 @@ flags.DEFINE_integer("num_steps", None, "datagen: env steps to record (default: 
 flags.DEFINE_integer("steps_per_shard", None, "datagen: steps per shard (default: the problem's)")
 flags.DEFINE_string("policy_dir", None, "datagen: record with this PPO run's policy, not random")
 
-COMMANDS = ("train", "evaluate", "datagen", "evaluate_model")
+COMMANDS = ("train", "evaluate", "datagen", "evaluate_model", "train_model_based")
 # The tuned hparams set for an env id when --hparams_set is not given.
 DEFAULT_HPARAMS = {"CartPole-v1": "ppo_cartpole", "Pendulum-v1": "ppo_pendulum"}
 
@@ -179,6 +182,22 @@ def evaluate_model() -> int:
     return 0
 
 
+def train_model_based() -> int:
+    """``train_model_based``: the SimPLe loop (real data, world model, PPO in imagination)."""
+    hp = registry.hparams_with_overrides(FLAGS.loop_hparams_set, FLAGS.loop_hparams)
+    _require(hp, FLAGS.loop_hparams_set, ("epochs", "model", "ppo_hparams_set"), "a SimPLe loop")
+    registry.problem(hp.problem)
+    registry.model(hp.model)
+    output_dir = FLAGS.output_dir or os.path.join(
+        "runs", f"simple-{FLAGS.loop_hparams_set}-s{FLAGS.seed}")
+    from imagined_rl import simple
+
+    print(f"SimPLe loop {FLAGS.loop_hparams_set}: {hp.epochs} epochs on {hp.problem} with "
+          f"{hp.model} -> {output_dir}", flush=True)
+    simple.train_model_based(output_dir, hp, seed=FLAGS.seed, progress=FLAGS.progress)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint chatter; our output is print()
     if FLAGS.registry_help:
@@ -189,7 +208,7 @@ def main(argv: list[str]) -> int:
         extra = " ".join(argv[1:])
         raise UserError(f"unknown command '{extra}'; use one of: {', '.join(COMMANDS)}")
     commands = {"train": train, "evaluate": evaluate, "datagen": datagen,
-                "evaluate_model": evaluate_model}
+                "evaluate_model": evaluate_model, "train_model_based": train_model_based}
     return commands[command]()
 
 
