@@ -50,8 +50,10 @@ def world_model_grid() -> HParams:
 
 @register_hparams
 def world_model_grid_fast() -> HParams:
-    """``world_model_grid`` slimmed for imagination speed on CPUs (~95x fewer FLOPs a step);
-    it needs more optimiser steps (3000 reach ~40% exactly predicted Breakout frames)."""
+    """``world_model_grid`` slimmed for imagination speed on CPUs (~95x fewer FLOPs a step).
+
+    It needs more optimiser steps: 3000 reach ~40% exactly predicted Breakout frames.
+    """
     hp = world_model_grid()
     hp.filters = 8
     hp.residual_blocks = 0

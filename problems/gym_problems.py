@@ -81,6 +81,11 @@ class MinAtarProblem(Problem):
         return make_minatar(self.game, num_envs, seed=seed)
 
 
+def _camel(game: str) -> str:
+    """``space_invaders`` -> ``SpaceInvaders``, as the ALE and MinAtar ids spell games."""
+    return "".join(part.title() for part in game.split("_"))
+
+
 def _register(name: str, make: Any, doc: str) -> None:
     make.__doc__ = doc
     make.__name__ = name
@@ -98,13 +103,13 @@ for _short, _env_id in CLASSIC.items():
 for _game in ATARI_GAMES:
     _register(f"gym_{_game}_random",
               lambda n=f"gym_{_game}_random", g=_game: AtariProblem(
-                  n, f"ALE/{g}", "rgb", num_steps=100_000, steps_per_shard=5_000,
+                  n, f"ALE/{_camel(g)}-v5", "rgb", num_steps=100_000, steps_per_shard=5_000,
                   hparams_set="ppo_atari_base", game=g),
               f"Atari {_game}, SimPLe preprocessing (105x80 RGB), random policy")
 
 for _game in MINATAR_GAMES:
     _register(f"minatar_{_game}_random",
               lambda n=f"minatar_{_game}_random", g=_game: MinAtarProblem(
-                  n, f"MinAtar/{g}", "grid", num_steps=100_000, steps_per_shard=10_000,
+                  n, f"MinAtar/{_camel(g)}-v1", "grid", num_steps=100_000, steps_per_shard=10_000,
                   hparams_set="ppo_minatar", game=g),
               f"MinAtar {_game} (10x10xC binary), random policy")
