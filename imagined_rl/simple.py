@@ -84,6 +84,11 @@ def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress
         with open(history_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         done.append(record)
+        with tf.summary.create_file_writer(output_dir).as_default(step=record["real_env_steps"]):
+            for name in ("real_return_mean", "model_dev_loss"):
+                if record[name] is not None:
+                    tf.summary.scalar(f"simple/{name}", record[name])
+        _plot(done, os.path.join(output_dir, "simple_curve.png"), loop_hp.problem)
         log(f"SimPLe epoch {epoch}: real return {record['real_return_mean']:.1f} after "
             f"{record['real_env_steps']} real steps")
     return done
@@ -107,6 +112,25 @@ def _policy(output_dir: str, loop_hp: HParams, model: Any, data_dir: str, seed: 
         agent.train(min(int(ppo_hp.iterations_per_call), target - agent.iteration))
     manager.save(checkpoint_number=agent.iteration)
     return agent
+
+
+def _plot(records: list[dict[str, Any]], path: str, problem: str) -> None:
+    """Real return after each epoch against the real env steps spent so far."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([r["real_env_steps"] for r in records], [r["real_return_mean"] for r in records],
+            "o-")
+    ax.set_xlabel("real env steps")
+    ax.set_ylabel("greedy return (real env)")
+    ax.set_title(f"SimPLe on {problem}", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _real_steps(data_dir: str) -> int:

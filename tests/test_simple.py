@@ -21,6 +21,8 @@ def test_simple_loop_solves_cartpole_with_few_real_steps(tmp_path):
     assert records[-1]["real_env_steps"] <= 30_000
     assert records[-1]["real_return_mean"] >= 400, records
     assert records[-1]["real_return_mean"] > records[0]["real_return_mean"], records
+    assert os.path.getsize(tmp_path / "simple_curve.png") > 1000
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path))
     again = train_model_based(str(tmp_path), registry.hparams("rlmb_cartpole"), seed=0,
                               progress=False)
     assert again == records  # a finished loop, rerun, only reports
