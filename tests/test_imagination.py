@@ -8,28 +8,12 @@ import tensorflow as tf
 
 from imagined_rl import data, loops, registry
 from imagined_rl.envs.classic import CartPole
-from imagined_rl.envs.core import check_env, make_key, random_actions
+from imagined_rl.envs.core import check_env, make_key, random_actions, split
 from imagined_rl.envs.simulated import SimulatedBatchEnv, start_windows
 from imagined_rl.errors import UserError
 from imagined_rl.ppo import PPO
 from imagined_rl.world_models.vector import VectorEnsemble
-
-
-def _train(model: VectorEnsemble, data_dir: str, steps: int) -> None:
-    ds = data.windows(data_dir, "train", history=model.history, batch_size=256, seed=0,
-                      drop_remainder=True).repeat()
-    model.adapt(ds.take(20))
-    opt = tf.keras.optimizers.Adam(float(model.hparams.learning_rate_constant))
-    variables = model.train_variables
-
-    @tf.function(jit_compile=True)
-    def step(batch, key):
-        with tf.GradientTape() as tape:
-            loss, _ = model.loss(batch, True, key)
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-
-    for i, batch in enumerate(ds.take(steps)):
-        step(batch, tf.random.experimental.stateless_fold_in(make_key(0), i))
+from tests.test_world_models_vector_grid import train
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +24,7 @@ def cartpole_model(tmp_path_factory) -> tuple[VectorEnsemble, str]:
     data.record(env, lambda obs, key: random_actions(env.action_spec, 8, key), 30_000, data_dir,
                 seed=0, steps_per_shard=5_000, progress=False)
     model = VectorEnsemble(data.load_spec(data_dir), registry.hparams("world_model_vector"))
-    _train(model, data_dir, 2000)
+    train(model, data_dir, model.hparams, 2000)
     return model, data_dir
 
 
@@ -68,6 +52,15 @@ def test_simulated_env_contract(cartpole_model):
     state, obs = sim.reset(make_key(0))
     assert any(np.allclose(obs.numpy()[0], s[-1]) for s in starts)  # starts are real frames
     step = tf.function(sim.step, jit_compile=True)
+    # A step is the model's prediction (same key derivation as Environment.step) ...
+    action, key = tf.zeros([4], tf.int32), make_key(99)
+    _, first = step(state, action, key)
+    predict = tf.function(model.predict, jit_compile=True)  # XLA draws as the step does
+    predicted, _, done = predict(state["env"], action, tf.unstack(split(key))[0])
+    live = ~done.numpy()
+    np.testing.assert_allclose(first.obs.numpy()[live], predicted.numpy()[live], rtol=1e-5)
+    np.testing.assert_allclose(first.final_obs.numpy(), predicted.numpy(), rtol=1e-5)
+    # ... and episodes end at the horizon at the latest.
     truncated = []
     for i in range(7):
         state, out = step(state, tf.zeros([4], tf.int32), make_key(i + 1))
