@@ -31,11 +31,18 @@ def world_model_vector() -> HParams:
 
 @register_hparams
 def world_model_grid() -> HParams:
-    """``grid_conv``: 3x3 convs at full resolution with action FiLM, for MinAtar's 10x10xC."""
+    """``grid_conv`` for MinAtar's 10x10xC: 2x2 space-to-depth, two 3x3 convolutions and a
+    residual block of 64 filters, action FiLM.
+
+    On 100k random-policy Breakout steps, 5k optimiser steps: every reward right over 12 open-loop
+    steps in 86% of held-out rollouts (always-0: 0%); the same net at full resolution
+    (``block=1``) scored 84% and trained 2.6x slower, imagining 4x slower.
+    """
     return HParams(
         history=2,
+        block=2,  # space-to-depth patch size (1: convolutions at full resolution)
         filters=64,
-        conv_layers=2,
+        kernel_sizes=(3, 3),  # one plain convolution each, before the residual blocks
         residual_blocks=1,
         head_units=64,
         reward_values=(-1.0, 0.0, 1.0),  # reward classes (SimPLe); MinAtar's rewards are 0/1
@@ -44,18 +51,24 @@ def world_model_grid() -> HParams:
         adapt_batches=20,
         learning_rate_constant=1e-3,
         batch_size=128,
-        train_steps=10_000,
+        train_steps=5_000,
     )
 
 
 @register_hparams
 def world_model_grid_fast() -> HParams:
-    """``world_model_grid`` slimmed for imagination speed on CPUs (~95x fewer FLOPs a step).
+    """``world_model_grid`` slimmed for imagination speed on CPUs: one 3x3 and one 1x1
+    convolution of 32 filters, no residual block.
 
-    It needs more optimiser steps: 3000 reach ~40% exactly predicted Breakout frames.
+    ~2.3x MinAtar Breakout's own env in ``bench/imagination_throughput.py`` and, after 15k steps
+    on 100k random-policy steps, every reward right over 12 open-loop steps in ~84% of held-out
+    rollouts (always-0 scores 0%).
     """
     hp = world_model_grid()
-    hp.filters = 8
+    hp.block = 2
+    hp.filters = 32
+    hp.kernel_sizes = (3, 1)
     hp.residual_blocks = 0
     hp.head_units = 32
+    hp.train_steps = 15_000
     return hp

@@ -10,7 +10,8 @@ and compares with what really happened:
 - ``cell_error[k]`` (grid/RGB): the fraction of cells/sub-pixels that differ;
 - ``reward_accuracy@N`` (SimPLe's metric): the fraction of rollouts whose predicted rewards match
   the real ones at *every* one of the first N steps (integers: |r̂ - r| < 0.5; real-valued rewards:
-  within 10% or 0.1).
+  within 10% or 0.1), beside ``majority_reward_accuracy@N``, the same for always predicting the
+  most common real reward (0 in most games), the bar a reward model has to clear.
 
 ``write_video`` renders real | imagined | difference side by side (GIF via imageio) for frames,
 or real-vs-imagined curves (PNG) for vector states.
@@ -83,10 +84,15 @@ def open_loop(model: WorldModel, eps: list[dict], horizon: int = 50, max_rollout
     copy = np.repeat(inputs[:, -1:], horizon, axis=1)
     copy_err = np.mean((_scale(copy) - _scale(real)) ** 2, axis=axes).mean(axis=0)
     integer_rewards = np.allclose(real_r, np.round(real_r))
-    if integer_rewards:
-        match = np.abs(pred_r - real_r) < 0.5
-    else:
-        match = np.abs(pred_r - real_r) <= np.maximum(0.1, 0.1 * np.abs(real_r))
+    values, counts = np.unique(real_r, return_counts=True)
+    majority = np.full_like(real_r, values[counts.argmax()])
+
+    def matches(pred_r: np.ndarray) -> np.ndarray:
+        if integer_rewards:
+            return np.abs(pred_r - real_r) < 0.5
+        return np.abs(pred_r - real_r) <= np.maximum(0.1, 0.1 * np.abs(real_r))
+
+    match, match_majority = matches(pred_r), matches(majority)
     result: dict[str, Any] = {
         "rollouts": len(starts), "horizon": horizon,
         "error": err.round(8).tolist(), "copy_error": copy_err.round(8).tolist(),
@@ -97,6 +103,8 @@ def open_loop(model: WorldModel, eps: list[dict], horizon: int = 50, max_rollout
     for n in (1, 12, 50):
         if n <= horizon:
             result[f"reward_accuracy@{n}"] = float(np.mean(np.all(match[:, :n], axis=1)))
+            result[f"majority_reward_accuracy@{n}"] = float(
+                np.mean(np.all(match_majority[:, :n], axis=1)))
     result["_rollout"] = {"real": real[0], "pred": pred[0]}  # for write_video; not JSON
     return result
 
