@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+import tqdm
 
 from imagined_rl import data, loops, registry
 from imagined_rl.envs.core import random_actions
@@ -69,7 +70,8 @@ def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress
         trainer = wm_trainer.train_world_model(config, model_run, train_steps=target,
                                                progress=progress, log=log)
         # 3. PPO inside the model, continuing the same agent
-        agent = _policy(output_dir, loop_hp, trainer.model, data_dir, seed, epoch, progress)
+        agent, imagined = _policy(output_dir, loop_hp, trainer.model, data_dir, seed, epoch,
+                                  progress)
         if epoch < len(done):
             continue  # this epoch was finished before a restart: only the agent was rebuilt
         # 4. evaluate for real
@@ -80,7 +82,8 @@ def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress
                   "real_return_std": round(float(np.std(result)), 3),
                   "real_env_steps": _real_steps(data_dir),
                   "model_dev_loss": trainer.dev_loss(),
-                  "imagined_env_steps": agent.env_steps}
+                  "imagined_env_steps": agent.env_steps,
+                  "imagined_return_mean": imagined}
         with open(history_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         done.append(record)
@@ -95,8 +98,10 @@ def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress
 
 
 def _policy(output_dir: str, loop_hp: HParams, model: Any, data_dir: str, seed: int,
-            epoch: int, progress: bool) -> PPO:
-    """The PPO agent, restored and trained in imagination up to this epoch's iteration target."""
+            epoch: int, progress: bool) -> tuple[PPO, float | None]:
+    """The PPO agent, restored and trained in imagination up to this epoch's iteration target,
+    and the mean return of the imagined episodes that ended in the epoch's last tenth (None
+    when nothing was left to train or no episode ended)."""
     ppo_hp = registry.hparams_with_overrides(loop_hp.ppo_hparams_set, loop_hp.ppo_hparams)
     ppo_hp.learning_rate_decay = False  # the schedule's end is unknown: SimPLe keeps a constant
     sim = SimulatedBatchEnv(model, start_windows(data_dir, model.history), int(ppo_hp.num_envs),
@@ -108,10 +113,22 @@ def _policy(output_dir: str, loop_hp: HParams, model: Any, data_dir: str, seed: 
         ckpt.restore(manager.latest_checkpoint).assert_consumed()
         agent.restart_envs()  # imagined episodes start from the (grown) real data
     target = (epoch + 1) * agent.num_iterations
-    while agent.iteration < target:
-        agent.train(min(int(ppo_hp.iterations_per_call), target - agent.iteration))
+    returns, episodes = [], []
+    with tqdm.tqdm(total=(target - agent.iteration) * agent.steps_per_iteration, unit="step",
+                   unit_scale=True, desc=f"ppo in imagination, epoch {epoch}", leave=False,
+                   disable=not progress) as bar:
+        while agent.iteration < target:
+            out = agent.train(min(int(ppo_hp.iterations_per_call), target - agent.iteration))
+            returns.append(out["return_sum"][:, 0])
+            episodes.append(out["episodes"][:, 0])
+            bar.update(len(out["episodes"]) * agent.steps_per_iteration)
     manager.save(checkpoint_number=agent.iteration)
-    return agent
+    if not returns:
+        return agent, None
+    r, e = np.concatenate(returns), np.concatenate(episodes)
+    tail = slice(-max(1, len(r) // 10), None)
+    ended = float(e[tail].sum())
+    return agent, round(float(r[tail].sum()) / ended, 3) if ended else None
 
 
 def _plot(records: list[dict[str, Any]], path: str, problem: str) -> None:
