@@ -282,6 +282,45 @@ def test_model_problem_mismatch_is_one_line_user_error(cartpole_dir: str,
     assert "VectorEnsemble" in msg and "grid" in msg and "\n" not in msg, msg
 
 
+@pytest.mark.parametrize("overrides, words", [
+    ("block=3", ["block=3", "10x10"]),
+    ("block=0", ["block=0"]),
+    ("kernel_sizes=[]", ["kernel_sizes"]),
+])
+def test_bad_grid_shapes_are_one_line_user_errors(breakout_dir: str, overrides: str,
+                                                  words: list[str]) -> None:
+    with pytest.raises(UserError) as err:
+        GridConv(data.load_spec(breakout_dir), registry.hparams("world_model_grid").parse(
+            overrides))
+    msg = str(err.value)
+    assert all(w in msg for w in words) and "\n" not in msg, msg
+
+
+def test_grid_space_to_depth_keeps_cells_in_place(breakout_dir: str) -> None:
+    """With ``block=2`` the output logits come back on the input's grid: a model whose frame
+    head copies the newest input frame's channels predicts that frame exactly."""
+    hp = registry.hparams("world_model_grid").parse(
+        "block=2,filters=16,kernel_sizes=[1],residual_blocks=0")
+    model = GridConv(data.load_spec(breakout_dir), hp)
+    c, b = model.channels, model.block
+    # one 1x1 conv whose 16 filters copy the 2x2 block's cells of the newest frame (channels
+    # after space-to-depth are ordered (row in block, column in block, frame, channel))
+    kernel = np.zeros(model.convs[0]["kernel"].shape, np.float32)
+    frame = np.zeros(model.frame_kernel.shape, np.float32)
+    for cell in range(b * b):
+        for ch in range(c):
+            src = cell * model.history * c + (model.history - 1) * c + ch
+            kernel[0, 0, src, cell * c + ch] = 1.0
+            frame[0, 0, cell * c + ch, cell * c + ch] = 2.0
+    model.convs[0]["kernel"].assign(kernel)
+    model.frame_kernel.assign(frame)
+    model.frame_bias.assign(-np.ones(c, np.float32))
+    dev = dev_split(breakout_dir, hp.history)
+    inputs = dev["inputs"][:64]
+    next_obs, _, _ = model.predict(tf.constant(inputs), tf.zeros([64], tf.int32), make_key(0))
+    np.testing.assert_array_equal(next_obs.numpy(), inputs[:, -1])
+
+
 def test_models_are_registered() -> None:
     assert registry.model("vector_ensemble") is VectorEnsemble
     assert registry.model("grid_conv") is GridConv
