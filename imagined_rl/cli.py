@@ -177,7 +177,9 @@ def evaluate_model() -> int:
     print(f"1-step error {result['one_step_error']:.3g} (copy-last-frame "
           f"{result['one_step_copy_error']:.3g}); {FLAGS.horizon}-step error "
           f"{result['error'][-1]:.3g} (copy {result['copy_error'][-1]:.3g}); " + ", ".join(
-              f"{k} {v:.2f}" for k, v in result.items() if k.startswith("reward_accuracy")))
+              f"{k} {v:.2f} (always the most common reward: "
+              f"{result['majority_' + k]:.2f})"
+              for k, v in result.items() if k.startswith("reward_accuracy")))
     print(f"video: {result['video']}")
     return 0
 
