@@ -27,10 +27,10 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(__file__))
 from common import cpu_name  # bench/common.py
 
-from imagined_rl import loops, registry
+from imagined_rl import registry
 from imagined_rl.envs.core import random_actions
 from imagined_rl.ppo import PPO
-from imagined_rl.simple import train_model_based
+from imagined_rl.simple import evaluate_real, train_model_based
 
 flags.DEFINE_string("loop_hparams_set", "rlmb_minatar_breakout", "SimPLe loop set")
 flags.DEFINE_string("loop_hparams", "", "overrides of the loop set")
@@ -41,9 +41,8 @@ FLAGS = flags.FLAGS
 
 
 def score(problem: Any, loop_hp: Any, policy, seed: int, epoch: int) -> float:
-    """Mean greedy real return, with the envs and seeds ``simple.train_model_based`` uses."""
-    env = problem.make_env(int(loop_hp.eval_episodes), seed=seed + 999)
-    return float(np.mean(loops.evaluate(env, policy, seed=seed + 1000 + epoch)))
+    """Mean real return, on the envs and seeds the loop scores itself with."""
+    return float(np.mean(evaluate_real(problem, loop_hp, policy, seed, epoch)))
 
 
 def model_free(problem: Any, loop_hp: Any, steps: int, seed: int,
@@ -52,8 +51,7 @@ def model_free(problem: Any, loop_hp: Any, steps: int, seed: int,
     hp = registry.hparams(loop_hp.ppo_hparams_set)
     t0 = time.perf_counter()
     agent = PPO(problem.make_env(int(hp.num_envs), seed=seed), hp, steps, seed=seed)
-    while agent.iteration < agent.num_iterations:
-        agent.train(min(int(hp.iterations_per_call), agent.num_iterations - agent.iteration))
+    agent.train(agent.num_iterations)  # in compiled calls of iterations_per_call
     seconds = time.perf_counter() - t0
     policy = lambda obs, key: agent.act(obs, key, greedy=True)
     return score(problem, loop_hp, policy, seed, epoch), seconds

@@ -75,9 +75,8 @@ def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress
         if epoch < len(done):
             continue  # this epoch was finished before a restart: only the agent was rebuilt
         # 4. evaluate for real
-        result = loops.evaluate(problem.make_env(int(loop_hp.eval_episodes), seed=seed + 999),
-                                lambda obs, key, a=agent: a.act(obs, key, greedy=True),
-                                seed=seed + 1000 + epoch)
+        result = evaluate_real(problem, loop_hp,
+                               lambda obs, key, a=agent: a.act(obs, key, greedy=True), seed, epoch)
         record = {"epoch": epoch, "real_return_mean": round(float(np.mean(result)), 3),
                   "real_return_std": round(float(np.std(result)), 3),
                   "real_env_steps": _real_steps(data_dir),
@@ -95,6 +94,14 @@ def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress
         log(f"SimPLe epoch {epoch}: real return {record['real_return_mean']:.1f} after "
             f"{record['real_env_steps']} real steps")
     return done
+
+
+def evaluate_real(problem: Any, loop_hp: HParams, policy: Any, seed: int,
+                  epoch: int) -> np.ndarray:
+    """Returns of ``loop_hp.eval_episodes`` real episodes of ``policy``, on the envs and seeds
+    the loop scores its epoch ``epoch`` with (so other policies can be scored identically)."""
+    env = problem.make_env(int(loop_hp.eval_episodes), seed=seed + 999)
+    return loops.evaluate(env, policy, seed=seed + 1000 + epoch)
 
 
 def _policy(output_dir: str, loop_hp: HParams, model: Any, data_dir: str, seed: int,
