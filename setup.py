@@ -29,7 +29,7 @@ setup(
     version="0.1.0",
     description="World models and PPO together inside one TensorFlow graph (SimPLe, modernised).",
     python_requires=">=3.10",
-    packages=["imagined_rl", "imagined_rl.envs", "imagined_rl.world_models",
+    packages=["imagined_rl", "imagined_rl.data", "imagined_rl.envs", "imagined_rl.world_models",
               "imagined_rl.problems", "imagined_rl.hparams"],
     package_dir={
         "imagined_rl": "imagined_rl",

@@ -9,7 +9,9 @@ Everything lives under ``output_dir``:
                      then the current policy), via :func:`imagined_rl.data.record`
     world_model/     the world-model run (generic trainer); its step target grows each epoch
     policy/          the PPO agent's checkpoints; its iteration target grows each epoch
-    simple.jsonl     one line per finished epoch: real return, model dev loss, imagined return
+    simple.jsonl     one line per finished epoch: real return, real env steps so far (every
+                     step the real env took, kept in the data or not), model dev loss,
+                     imagined return
 
 Every phase is idempotent and resumes where it stopped: recording skips complete shards, the
 model and the policy restore their newest checkpoints and train only up to the epoch's target,
@@ -60,7 +62,9 @@ def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress
         steps = int(loop_hp.real_steps_first if epoch == 0 else loop_hp.real_steps_per_epoch)
         data.record(real_env, policy, steps, data_dir, seed, epoch=epoch, problem=problem.name,
                     steps_per_shard=max(1000, steps // 4), progress=progress,
-                    policy_id=policy_id)
+                    policy_id=policy_id,
+                    finish_episodes=bool(loop_hp.get("collect_finish_episodes", False)))
+        _close(real_env)
         # 2. the world model, on every epoch's data so far
         model_run = os.path.join(output_dir, "world_model")
         model_hp = registry.hparams(loop_hp.model_hparams_set)
@@ -79,7 +83,7 @@ def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress
                                lambda obs, key, a=agent: a.act(obs, key, greedy=True), seed, epoch)
         record = {"epoch": epoch, "real_return_mean": round(float(np.mean(result)), 3),
                   "real_return_std": round(float(np.std(result)), 3),
-                  "real_env_steps": _real_steps(data_dir),
+                  "real_env_steps": data.load_spec(data_dir).env_steps_of(),
                   "model_dev_loss": trainer.dev_loss(),
                   "imagined_env_steps": agent.env_steps,
                   "imagined_return_mean": imagined}
@@ -101,7 +105,10 @@ def evaluate_real(problem: Any, loop_hp: HParams, policy: Any, seed: int,
     """Returns of ``loop_hp.eval_episodes`` real episodes of ``policy``, on the envs and seeds
     the loop scores its epoch ``epoch`` with (so other policies can be scored identically)."""
     env = problem.make_env(int(loop_hp.eval_episodes), seed=seed + 999)
-    return loops.evaluate(env, policy, seed=seed + 1000 + epoch)
+    try:
+        return loops.evaluate(env, policy, seed=seed + 1000 + epoch)
+    finally:
+        _close(env)
 
 
 def _policy(output_dir: str, loop_hp: HParams, model: Any, data_dir: str, seed: int,
@@ -157,9 +164,10 @@ def _plot(records: list[dict[str, Any]], path: str, problem: str) -> None:
     plt.close(fig)
 
 
-def _real_steps(data_dir: str) -> int:
-    spec = data.load_spec(data_dir)
-    return int(sum(args["num_steps"] for args in spec.epochs.values()))
+def _close(env: Any) -> None:
+    """Closes a host-stepped env (emulators, subprocesses); native envs hold nothing."""
+    if hasattr(env, "close"):
+        env.close()
 
 
 def _read(path: str) -> list[dict[str, Any]]:

@@ -11,9 +11,57 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 
-from imagined_rl import registry
+from imagined_rl import registry, simple
+from imagined_rl.envs.core import BatchEnv
 from imagined_rl.simple import train_model_based
+
+
+class Counted(BatchEnv):
+    """Wraps a batch env and counts, in a variable, every env step it takes."""
+
+    def __init__(self, env: BatchEnv):
+        self.env, self.num_envs = env, env.num_envs
+        self.observation_spec, self.action_spec = env.observation_spec, env.action_spec
+        self.max_episode_steps, self.jit_compatible = env.max_episode_steps, env.jit_compatible
+        self.count = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def reset(self, key):
+        return self.env.reset(key)
+
+    def step(self, state, action, key):
+        self.count.assign_add(self.num_envs)
+        return self.env.step(state, action, key)
+
+
+def test_real_env_steps_count_every_step_the_env_took(tmp_path, monkeypatch):
+    """The loop's real_env_steps is what a counter on the real env sees (collection only)."""
+    made: list[tuple[int, Counted]] = []
+    problem_of = registry.problem
+
+    def counted_problem(name):
+        problem = problem_of(name)
+        make = problem.make_env
+
+        def make_env(num_envs, seed=0):
+            env = Counted(make(num_envs, seed=seed))
+            made.append((seed, env))
+            return env
+
+        problem.make_env = make_env
+        return problem
+
+    monkeypatch.setattr(simple.registry, "problem", counted_problem)
+    hp = registry.hparams("rlmb_cartpole").parse(
+        "epochs=2,real_steps_first=3000,real_steps_per_epoch=1000,model_train_steps=50,"
+        "ppo_steps_per_epoch=3200,eval_episodes=4")
+    records = train_model_based(str(tmp_path), hp, seed=0, progress=False)
+    evaluation = 999  # the loop evaluates on envs seeded seed + 999
+    collected = [int(env.count.numpy()) for seed, env in made if seed < evaluation]
+    assert len(collected) == 2 and all(c > 0 for c in collected)
+    assert records[0]["real_env_steps"] == collected[0]
+    assert records[1]["real_env_steps"] == sum(collected)
 
 
 def test_simple_loop_solves_cartpole_with_few_real_steps(tmp_path):

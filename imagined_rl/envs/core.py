@@ -157,6 +157,63 @@ class Environment(BatchEnv):
         return {"env": env_state, "t": t}, step
 
 
+def push_frame(stack: tf.Tensor, obs: tf.Tensor, first: tf.Tensor) -> tf.Tensor:
+    """The next frame stack ``[N, ..., k*C]`` (frames concatenated on the last axis, oldest
+    first): ``obs`` pushed in, or, where ``first`` (a new episode), ``obs`` repeated k times."""
+    k = stack.shape[-1] // obs.shape[-1]
+    pushed = tf.concat([stack[..., obs.shape[-1]:], obs], axis=-1)
+    return _where(first, tf.concat([obs] * k, axis=-1), pushed)
+
+
+class FrameStack(BatchEnv):
+    """``env`` observed through its last ``k`` frames, concatenated on the last axis (oldest
+    first; an episode's first observation repeated to fill the stack), so that a policy sees
+    motion (SimPLe's and DQN's 4 stacked Atari frames). The stack is part of the env state, so
+    it flows through compiled rollouts; ``final_obs`` is stacked too (bootstrapping sees the
+    same kind of input). A world model's window already is a stack: ``SimulatedBatchEnv``
+    exposes it with ``frame_stack=k`` in the same layout.
+    """
+
+    def __init__(self, env: BatchEnv, k: int):
+        if int(k) < 1:
+            raise EnvCheckError(f"frame stack size must be >= 1, got {k}")
+        self.env, self.k = env, int(k)
+        self.num_envs, self.action_spec = env.num_envs, env.action_spec
+        self.max_episode_steps, self.jit_compatible = env.max_episode_steps, env.jit_compatible
+        spec = env.observation_spec
+        if not spec.shape.rank:
+            raise EnvCheckError(f"env {env.name}: cannot stack scalar observations")
+        self.observation_spec = tf.TensorSpec((*spec.shape[:-1], spec.shape[-1] * self.k),
+                                              spec.dtype)
+
+    @property
+    def name(self) -> str:
+        return f"FrameStack{self.k}[{self.env.name}]"
+
+    def close(self) -> None:
+        if hasattr(self.env, "close"):
+            self.env.close()
+
+    def reset(self, key: Key) -> tuple[State, tf.Tensor]:
+        state, obs = self.env.reset(key)
+        stack = tf.concat([obs] * self.k, axis=-1)
+        return {"env": state, "stack": stack, **_raw(state)}, stack
+
+    def step(self, state: State, action: tf.Tensor, key: Key) -> tuple[State, Step]:
+        inner, step = self.env.step(state["env"], action, key)
+        done = tf.logical_or(step.terminated, step.truncated)
+        final = push_frame(state["stack"], step.final_obs, tf.zeros_like(done))
+        stack = push_frame(state["stack"], step.obs, done)
+        out = Step(stack, step.reward, step.terminated, step.truncated, final)
+        return {"env": inner, "stack": stack, **_raw(inner)}, out
+
+
+def _raw(state: State) -> dict[str, tf.Tensor]:
+    """The inner env's unclipped reward, kept at the top where :func:`raw_reward` looks."""
+    return {"raw_reward": state["raw_reward"]} if isinstance(state, dict) and (
+        "raw_reward" in state) else {}
+
+
 def _where(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """``tf.where`` on a ``[num_envs]`` mask, broadcast over the trailing axes of ``a``/``b``."""
     mask = tf.reshape(mask, [-1] + [1] * (a.shape.rank - 1))

@@ -1,0 +1,36 @@
+"""Recorded experience on disk: sharded TFRecords of steps in tensor2tensor's gym field layout.
+
+Split by role: :mod:`~imagined_rl.data.format` (the spec, fields and shard names),
+:mod:`~imagined_rl.data.writer` (``record``: atomic, resumable shards, every env step counted)
+and :mod:`~imagined_rl.data.reader` (decoded steps, world-model windows, episode frames).
+"""
+
+from imagined_rl.data.format import (
+    SPEC_FILE,
+    DataSpec,
+    load_spec,
+    obs_encoding,
+    shard_files,
+    shard_path,
+    shard_splits,
+    spec_for_env,
+)
+from imagined_rl.data.reader import frame_chunks, read_steps, verify_shards, windows
+from imagined_rl.data.writer import RecordSummary, record
+
+__all__ = [
+    "SPEC_FILE",
+    "DataSpec",
+    "RecordSummary",
+    "frame_chunks",
+    "load_spec",
+    "obs_encoding",
+    "read_steps",
+    "record",
+    "shard_files",
+    "shard_path",
+    "shard_splits",
+    "spec_for_env",
+    "verify_shards",
+    "windows",
+]
