@@ -39,6 +39,15 @@ def ppo_base() -> HParams:
         iterations_per_call=16,  # PPO iterations per compiled call (host touched once per call)
         jit=True,  # XLA-compile the training graph
         train_steps=500_000,  # env steps per agent
+        # The torso: "mlp" (policy_layers/value_layers on the flattened observation), or a conv
+        # torso on image observations ("nature_cnn", "impala_cnn") under the same MLP heads.
+        network="mlp",
+        share_torso=True,  # conv torsos: one for policy and value (False: one each)
+        conv_filters=(32, 64, 64),  # nature_cnn (Mnih et al. 2015)
+        conv_kernels=(8, 4, 3),
+        conv_strides=(4, 2, 1),
+        impala_channels=(16, 32, 32),  # impala_cnn (Espeholt et al. 2018)
+        torso_units=512,  # the dense ReLU layer after the convs
     )
 
 
@@ -93,5 +102,32 @@ def ppo_minatar() -> HParams:
     hp.override_from_dict(dict(
         num_envs=16, epoch_length=64, learning_rate_constant=1e-3, policy_layers=(128,),
         value_layers=(128,), iterations_per_call=8, train_steps=200_000,
+    ))
+    return hp
+
+
+@register_hparams
+def ppo_minatar_cnn() -> HParams:
+    """MinAtar with the conv torso of its paper (Young & Tian 2019: 16 3x3 filters, 128 units)
+    under linear heads."""
+    hp = ppo_minatar()
+    hp.override_from_dict(dict(
+        network="nature_cnn", conv_filters=(16,), conv_kernels=(3,), conv_strides=(1,),
+        torso_units=128, policy_layers=(), value_layers=(),
+    ))
+    return hp
+
+
+@register_hparams
+def ppo_simple_atari() -> HParams:
+    """SimPLe's PPO on 4 stacked 105x80 RGB frames: ``ppo_original_params`` with lr 1e-4 (t2t's
+    ``rlmb_base`` overrides it so) and t2t's ``feed_forward_cnn_small_categorical_policy``
+    torso (two 5x5 stride-2 convs of 32 filters, 128 ReLU units, linear heads); uint8 frames
+    scaled by 1/255 in the graph. Not t2t's: its epoch embedding and dropout."""
+    hp = ppo_original_params()
+    hp.override_from_dict(dict(
+        learning_rate_constant=1e-4, network="nature_cnn", conv_filters=(32, 32),
+        conv_kernels=(5, 5), conv_strides=(2, 2), torso_units=128, policy_layers=(),
+        value_layers=(), obs_scale=1.0 / 255, activation="relu",
     ))
     return hp

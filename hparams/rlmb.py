@@ -1,5 +1,15 @@
 """SimPLe loop hyperparameter sets (``--loop_hparams_set=NAME``), named after tensor2tensor's
-``rlmb_*`` sets. Each names the problem, the world model and PPO sets it combines."""
+``rlmb_*`` sets. Each names the problem, the world model and PPO sets it combines.
+
+The ``rlmb_base`` family carries t2t's values (``rl/trainer_model_based_params.py``): 15 epochs
+of 6,400 real agent steps (96k in all), the world model trained 15k steps per epoch (3x at epochs
+0, 1, 4, 9, 14), 1000 PPO iterations per epoch of 16 imagined envs x 50 steps (2x at epochs 1,
+7, 11, 3x at the last), PPO lr 1e-4, 4 stacked frames, evaluation at six sampling temperatures.
+Where we differ from t2t: t2t also ran PPO on each epoch's real steps (2 iterations) -- ours
+learns only in imagination, and the real steps only feed the world model; our imagined starts
+come from every epoch's frames, not only the newest epoch's; ALE no-op starts are the Atari
+problem's (up to 30), not t2t's 8.
+"""
 
 from __future__ import annotations
 
@@ -47,3 +57,85 @@ def rlmb_minatar_breakout() -> HParams:
         simulated_rollout_length=50,  # SimPLe's horizon
         eval_episodes=32,
     )
+
+
+def _rlmb_t2t() -> HParams:
+    """The fields every t2t-style set shares (see the module docstring)."""
+    return HParams(
+        problem="gym_pong_random",
+        epochs=15,
+        real_steps_first=6_400,  # t2t: num_real_env_frames=96000 over 15 epochs
+        real_steps_per_epoch=6_400,
+        collect_finish_episodes=False,  # SimPLe cut each epoch's rollouts at its budget
+        model="next_frame_basic_deterministic",
+        model_hparams_set="next_frame_pixel_noise",
+        model_train_steps=15_000,
+        initial_epoch_train_steps_multiplier=3,
+        ppo_hparams_set="ppo_simple_atari",
+        ppo_hparams="num_envs=16,epoch_length=50",
+        ppo_epochs_num=1_000,  # PPO iterations per loop epoch
+        ppo_schedule="t2t",
+        simulated_rollout_length=50,
+        frame_stack_size=4,
+        eval_episodes=32,
+        eval_sampling_temps=(0.0, 0.2, 0.5, 0.8, 1.0, 2.0),
+        eval_max_episode_steps=1_000,
+        wm_eval_rollouts=128,  # t2t: 8 batches of 16
+    )
+
+
+@register_hparams
+def rlmb_base() -> HParams:
+    """t2t's ``rlmb_base``: SimPLe with the deterministic model and pixel noise."""
+    return _rlmb_t2t()
+
+
+@register_hparams
+def rlmb_base_stochastic_discrete() -> HParams:
+    """t2t's ``rlmb_base_stochastic_discrete``: SimPLe's final model, the discrete latent."""
+    hp = _rlmb_t2t()
+    hp.model = "next_frame_basic_stochastic_discrete"
+    hp.model_hparams_set = "next_frame_basic_stochastic_discrete"
+    return hp
+
+
+@register_hparams
+def rlmb_long_stochastic_discrete() -> HParams:
+    """t2t's ``rlmb_long_stochastic_discrete``: the stochastic model (t2t: its ``_long`` set,
+    more target frames per example -- ours trains on one next frame, so the same set)."""
+    return rlmb_base_stochastic_discrete()
+
+
+@register_hparams
+def rlmb_quick() -> HParams:
+    """t2t's ``rlmb_quick``: 2 epochs, 25k model steps each, 700 PPO iterations."""
+    hp = _rlmb_t2t()
+    hp.override_from_dict(dict(epochs=2, model_train_steps=25_000, ppo_epochs_num=700))
+    return hp
+
+
+@register_hparams
+def rlmb_short() -> HParams:
+    """t2t's former ``rlmb_short`` (removed from t2t in 2019): ``rlmb_base`` with a fifth of the
+    real steps, a tenth of the model steps and PPO iterations."""
+    hp = _rlmb_t2t()
+    hp.override_from_dict(dict(real_steps_first=1_280, real_steps_per_epoch=1_280,
+                               model_train_steps=1_500, ppo_epochs_num=100))
+    return hp
+
+
+@register_hparams
+def rlmb_tiny() -> HParams:
+    """t2t's ``rlmb_tiny`` for tests, with the stochastic model: every phase in seconds (tiny
+    model, 2-step imagined rollouts, 2 PPO iterations, 2 sampling temperatures, 7-step
+    evaluation episodes). t2t ran 1 epoch on 128 frames; 2 epochs here so that the agent
+    collects once too."""
+    hp = rlmb_base_stochastic_discrete()
+    hp.override_from_dict(dict(
+        epochs=2, real_steps_first=2_000, real_steps_per_epoch=2_000,
+        model_hparams_set="next_frame_tiny", model_train_steps=2,
+        initial_epoch_train_steps_multiplier=1, ppo_hparams="num_envs=2,epoch_length=10",
+        ppo_epochs_num=2, simulated_rollout_length=2, eval_episodes=2,
+        eval_sampling_temps=(0.0, 1.0), eval_max_episode_steps=7, wm_eval_rollouts=4,
+    ))
+    return hp

@@ -188,10 +188,12 @@ def train_model_based() -> int:
     """``train_model_based``: the SimPLe loop (real data, world model, PPO in imagination)."""
     hp = registry.hparams_with_overrides(FLAGS.loop_hparams_set, FLAGS.loop_hparams)
     _require(hp, FLAGS.loop_hparams_set, ("epochs", "model", "ppo_hparams_set"), "a SimPLe loop")
+    if FLAGS.problem:  # t2t-style: --problem picks the game of a loop set
+        hp.problem = FLAGS.problem
     registry.problem(hp.problem)
     registry.model(hp.model)
     output_dir = FLAGS.output_dir or os.path.join(
-        "runs", f"simple-{FLAGS.loop_hparams_set}-s{FLAGS.seed}")
+        "runs", f"simple-{FLAGS.loop_hparams_set}-{hp.problem}-s{FLAGS.seed}")
     from imagined_rl import simple
 
     print(f"SimPLe loop {FLAGS.loop_hparams_set}: {hp.epochs} epochs on {hp.problem} with "

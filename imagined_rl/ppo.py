@@ -64,6 +64,77 @@ def mlp(layers: list, x: tf.Tensor, activation: str) -> tf.Tensor:
     return x
 
 
+NETWORKS = ("mlp", "nature_cnn", "impala_cnn")
+
+
+def init_conv(size: int, n_in: int, n_out: int, num_seeds: int, seed: int) -> tuple:
+    """One orthogonally initialised conv layer ``(W [S, k, k, in, out], b [S, out])``."""
+    init = lambda s: tf.keras.initializers.Orthogonal(math.sqrt(2.0), seed=seed * 1009 + s)
+    w = tf.stack([init(s)((size, size, n_in, n_out)) for s in range(num_seeds)])
+    return w, tf.zeros([num_seeds, n_out])
+
+
+def conv(layer: tuple, x: tf.Tensor, stride: int = 1) -> tf.Tensor:
+    """``x [S, B, H, W, C]`` -> each agent's conv (SAME padding) of its own images."""
+    w, b = layer
+    outs = [tf.nn.conv2d(x[i], w[i], stride, "SAME") + b[i] for i in range(w.shape[0])]
+    return outs[0][None] if len(outs) == 1 else tf.stack(outs)
+
+
+def _per_agent(fn, x: tf.Tensor) -> tf.Tensor:
+    """Applies an op on ``[B, H, W, C]`` to each agent's slice of ``[S, B, H, W, C]``."""
+    outs = [fn(x[i]) for i in range(x.shape[0])]
+    return outs[0][None] if len(outs) == 1 else tf.stack(outs)
+
+
+def init_torso(network: str, obs_shape: tuple[int, ...], hp: Any, num_seeds: int,
+               seed: int) -> tuple[dict, int]:
+    """A conv torso's parameters and its output width.
+
+    ``nature_cnn``: Mnih et al. (2015)'s convs (``conv_filters``/``conv_kernels``/
+    ``conv_strides``, default 32-64-64, 8-4-3, 4-2-1) and a ``torso_units`` ReLU layer (512).
+    ``impala_cnn``: Espeholt et al. (2018)'s small ResNet, one stage per ``impala_channels``
+    (16-32-32): conv 3x3, max-pool 3x3 stride 2, two residual blocks; then ``torso_units`` (256).
+    Padding is SAME, so small grids (MinAtar's 10x10) work too.
+    """
+    if len(obs_shape) != 3:
+        raise HParamsError(f"network={network} needs image observations [H, W, C], got shape "
+                           f"{list(obs_shape)}; use network=mlp")
+    h, w, c = obs_shape
+    layers: dict[str, Any] = {"convs": []}
+    if network == "nature_cnn":
+        for i, (f, k, st) in enumerate(zip(hp.conv_filters, hp.conv_kernels, hp.conv_strides)):
+            layers["convs"].append(init_conv(int(k), c, int(f), num_seeds, seed + 31 * i))
+            c, h, w = int(f), -(-h // int(st)), -(-w // int(st))
+    else:
+        for i, f in enumerate(hp.impala_channels):
+            stage = [init_conv(3, c, int(f), num_seeds, seed + 31 * i)]
+            stage += [init_conv(3, int(f), int(f), num_seeds, seed + 31 * i + j) for j in
+                      range(1, 5)]
+            layers["convs"].append(stage)
+            c, h, w = int(f), -(-h // 2), -(-w // 2)
+    layers["dense"] = init_mlp([h * w * c, int(hp.torso_units)], math.sqrt(2.0), num_seeds,
+                               seed + 997)
+    return layers, int(hp.torso_units)
+
+
+def torso(network: str, layers: dict, x: tf.Tensor, hp: Any) -> tf.Tensor:
+    """Image features ``[S, B, H, W, C]`` -> ``[S, B, torso_units]`` (see :func:`init_torso`)."""
+    if network == "nature_cnn":
+        for layer, st in zip(layers["convs"], hp.conv_strides):
+            x = tf.nn.relu(conv(layer, x, int(st)))
+    else:
+        pool = lambda z: tf.nn.max_pool2d(z, 3, 2, "SAME")
+        for first, *blocks in layers["convs"]:
+            x = _per_agent(pool, conv(first, x))
+            for a, b in zip(blocks[::2], blocks[1::2]):
+                x = x + conv(b, tf.nn.relu(conv(a, tf.nn.relu(x))))
+        x = tf.nn.relu(x)
+    s, b = tf.shape(x)[0], tf.shape(x)[1]
+    x = tf.reshape(x, [s, b, int(np.prod(x.shape[2:]))])
+    return tf.nn.relu(mlp(layers["dense"], x, "relu"))
+
+
 # --------------------------------------------------------------------------------------------
 # Policy distributions: categorical (Discrete) and diagonal Gaussian (Box).
 # --------------------------------------------------------------------------------------------
@@ -229,6 +300,11 @@ class PPO:
                 f"{hparams.num_minibatches}"
             )
         self.discrete = isinstance(env.action_spec, Discrete)
+        self.network = str(getattr(hparams, "network", "mlp"))
+        self.share_torso = bool(getattr(hparams, "share_torso", True))
+        if self.network not in NETWORKS:
+            raise HParamsError(f"network={self.network!r}: choose one of {', '.join(NETWORKS)}")
+        self._act_calls = 0
         self.obs_dim = int(np.prod(env.observation_spec.shape))
         self.act_dim = env.action_spec.n if self.discrete else int(np.prod(env.action_spec.shape))
 
@@ -260,9 +336,15 @@ class PPO:
     # ---- parameters ----------------------------------------------------------------------
     def _init_params(self) -> Params:
         hp, s = self.hp, self.num_seeds
-        pi = init_mlp([self.obs_dim, *hp.policy_layers, self.act_dim], 0.01, s, self.seed)
-        v = init_mlp([self.obs_dim, *hp.value_layers, 1], 1.0, s, self.seed + 7919)
-        params: Params = {"pi": pi, "v": v}
+        params: Params = {}
+        width = self.obs_dim
+        if self.network != "mlp":
+            shape = tuple(self.env.observation_spec.shape)
+            for name in ("torso",) if self.share_torso else ("pi_torso", "v_torso"):
+                params[name], width = init_torso(self.network, shape, hp, s,
+                                                 self.seed + 104729 * len(params))
+        params["pi"] = init_mlp([width, *hp.policy_layers, self.act_dim], 0.01, s, self.seed)
+        params["v"] = init_mlp([width, *hp.value_layers, 1], 1.0, s, self.seed + 7919)
         if not self.discrete:
             params["log_std"] = tf.fill([s, self.act_dim], float(hp.init_logstd))
         return params
@@ -300,16 +382,32 @@ class PPO:
         return tf.nest.flatten(self.state)
 
     # ---- policy and value heads ------------------------------------------------------------
-    def _features(self, obs: tf.Tensor) -> tf.Tensor:
-        """``obs [S*N or S, B, ...]`` -> float ``[S, B, obs_dim]``."""
+    def _features(self, obs: tf.Tensor, num_seeds: int | None = None) -> tf.Tensor:
+        """``obs [S*N or S, B, ...]`` (uint8 frames or floats) -> scaled float32 ``[S, B, D]``
+        for an MLP, ``[S, B, H, W, C]`` for a conv torso (the scaling happens in the graph)."""
         x = tf.cast(obs, tf.float32) * float(getattr(self.hp, "obs_scale", 1.0))
-        return tf.reshape(x, [self.num_seeds, -1, self.obs_dim])
+        shape = [self.obs_dim] if self.network == "mlp" else self.env.observation_spec.shape
+        return tf.reshape(x, [num_seeds or self.num_seeds, -1, *shape])
+
+    def _torso(self, params: Params, head: str, x: tf.Tensor) -> tf.Tensor:
+        if self.network == "mlp":
+            return x
+        name = "torso" if self.share_torso else f"{head}_torso"
+        return torso(self.network, params[name], x, self.hp)
 
     def _policy(self, params: Params, x: tf.Tensor) -> tf.Tensor:
-        return mlp(params["pi"], x, self.hp.activation)
+        return mlp(params["pi"], self._torso(params, "pi", x), self.hp.activation)
 
     def _value(self, params: Params, x: tf.Tensor) -> tf.Tensor:
-        return mlp(params["v"], x, self.hp.activation)[..., 0]
+        return mlp(params["v"], self._torso(params, "v", x), self.hp.activation)[..., 0]
+
+    def _heads(self, params: Params, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Policy outputs and values of the same features (a shared torso runs once)."""
+        if self.network != "mlp" and self.share_torso:
+            z = self._torso(params, "pi", x)
+            act = self.hp.activation
+            return mlp(params["pi"], z, act), mlp(params["v"], z, act)[..., 0]
+        return self._policy(params, x), self._value(params, x)
 
     def _sample(self, params: Params, out: tf.Tensor, key: tf.Tensor):
         """Samples actions from policy outputs; returns ``(action, log_prob)``."""
@@ -439,11 +537,10 @@ class PPO:
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 p = tf.nest.pack_sequence_as(treedef, params)
-                x = self._features(mbatch["obs"])
-                log_prob, entropy = self._log_prob_entropy(
-                    p, self._policy(p, x), mbatch["action"])
+                out, value = self._heads(p, self._features(mbatch["obs"]))
+                log_prob, entropy = self._log_prob_entropy(p, out, mbatch["action"])
                 loss, stats = ppo_loss(
-                    log_prob, mbatch["log_prob"], mbatch["advantage"], self._value(p, x),
+                    log_prob, mbatch["log_prob"], mbatch["advantage"], value,
                     mbatch["value"], mbatch["target"], entropy, float(hp.clipping_coef),
                     float(hp.value_loss_coef), float(hp.entropy_loss_coef),
                     bool(hp.clip_value_loss), bool(hp.normalize_advantages))
@@ -527,24 +624,34 @@ class PPO:
         return out
 
     # ---- acting outside the training graph ------------------------------------------------
-    def _act_graph(self, params: Params, obs: tf.Tensor, key: tf.Tensor, greedy: tf.Tensor):
-        x = tf.reshape(tf.cast(obs, tf.float32) * float(getattr(self.hp, "obs_scale", 1.0)),
-                       [1, -1, self.obs_dim])
+    def _act_graph(self, params: Params, obs: tf.Tensor, key: tf.Tensor,
+                   temperature: tf.Tensor):
         params = tf.nest.map_structure(lambda p: p[:1], params)
-        out = self._policy(params, x)
+        out = self._policy(params, self._features(obs, num_seeds=1))
+        t = tf.maximum(temperature, 1e-6)
         if self.discrete:
-            sampled = categorical_sample(out, key)
+            sampled = categorical_sample(out / t, key)
             greedy_a = tf.argmax(out, axis=-1, output_type=tf.int32)
         else:
-            sampled, _ = self._sample(params, out, key)
+            noise = tf.random.stateless_normal(tf.shape(out), key)
+            sampled = out + t * tf.exp(params["log_std"][:, None, :]) * noise
             greedy_a = out
-        return tf.where(greedy, greedy_a, sampled)[0]
+        return tf.where(temperature > 0.0, sampled, greedy_a)[0]
 
-    def act(self, obs: Any, key: Any = None, greedy: bool = False, agent: int = 0) -> tf.Tensor:
-        """Actions for a batch of observations ``[B, ...]`` from agent ``agent``'s policy."""
+    def act(self, obs: Any, key: Any = None, greedy: bool = False, agent: int = 0,
+            temperature: float = 1.0) -> tf.Tensor:
+        """Actions for a batch of observations ``[B, ...]`` from agent ``agent``'s policy.
+
+        Sampled at ``temperature`` (logits divided by it; a Gaussian's std multiplied by it);
+        ``greedy`` or temperature 0 takes the most likely action. Without a ``key`` each call
+        draws from a new key (derived from the agent's seed and a call counter)."""
         params = tf.nest.map_structure(lambda v: v[agent:agent + 1], self.params)
-        key = make_key(0) if key is None else tf.convert_to_tensor(key, tf.int32)
-        action = self._act(params, tf.convert_to_tensor(obs), key, tf.constant(bool(greedy)))
+        if key is None:
+            self._act_calls += 1
+            key = tf.random.experimental.stateless_fold_in(make_key(self.seed), self._act_calls)
+        key = tf.convert_to_tensor(key, tf.int32)
+        temperature = 0.0 if greedy else float(temperature)
+        action = self._act(params, tf.convert_to_tensor(obs), key, tf.constant(temperature))
         if not self.discrete:
             spec = self.env.action_spec
             action = tf.reshape(action, [-1, *spec.shape])

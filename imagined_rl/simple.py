@@ -1,7 +1,7 @@
 """The SimPLe loop: collect real data -> train the world model -> train PPO in imagination ->
 evaluate for real -> repeat (Kaiser et al. 2019, tensor2tensor's ``trainer_model_based``).
 
-    imagined-rl train_model_based --problem=gym_cartpole_random --output_dir=runs/simple
+    imagined-rl train_model_based --loop_hparams_set=rlmb_base --problem=gym_pong_random
 
 Everything lives under ``output_dir``:
 
@@ -9,19 +9,32 @@ Everything lives under ``output_dir``:
                      then the current policy), via :func:`imagined_rl.data.record`
     world_model/     the world-model run (generic trainer); its step target grows each epoch
     policy/          the PPO agent's checkpoints; its iteration target grows each epoch
-    simple.jsonl     one line per finished epoch: real return, real env steps so far (every
-                     step the real env took, kept in the data or not), model dev loss,
-                     imagined return
+    videos/          per epoch, an imagined rollout beside the real one (GIF; PNG for vectors)
+    simple.jsonl     one line per finished epoch: real return (per sampling temperature), real
+                     env steps so far (every step the real env took, kept in the data or not),
+                     the model's dev loss and reward accuracy@12/@50, the imagined return
 
-Every phase is idempotent and resumes where it stopped: recording skips complete shards, the
-model and the policy restore their newest checkpoints and train only up to the epoch's target,
-so rerunning the same command after a kill continues the loop.
+One process keeps one world model, one :class:`~imagined_rl.envs.simulated.FrameStore` of the
+real frames on the device (grown each epoch) and one PPO agent training inside the model, so
+the compiled imagination program is built once. Every phase resumes where it stopped: recording
+skips complete shards; the world model is checkpointed at the end of each epoch's training and a
+killed phase is redone from there (same data order, so the same weights); the agent is
+checkpointed through its phase (its imagined envs are part of its state) and at its end. So
+rerunning the same command after a kill continues the loop and writes the same record.
+
+Schedules (tensor2tensor's, see ``hparams/rlmb.py``): the world model trains
+``model_train_steps`` more steps each epoch, times ``initial_epoch_train_steps_multiplier`` at
+epochs 0, 1, 4, 9 and 14; PPO runs ``ppo_epochs_num`` iterations each epoch (or enough for
+``ppo_steps_per_epoch`` imagined steps), doubled at epoch 1 and 3 and 7 epochs before the end and
+tripled at the last one when ``ppo_schedule="t2t"``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -29,120 +42,294 @@ import tensorflow as tf
 import tqdm
 
 from imagined_rl import data, loops, registry
-from imagined_rl.envs.core import random_actions
-from imagined_rl.envs.simulated import SimulatedBatchEnv, start_windows
+from imagined_rl.envs.core import FrameStack, random_actions
+from imagined_rl.envs.simulated import FrameStore, SimulatedBatchEnv
 from imagined_rl.errors import UserError
 from imagined_rl.hparams_lib import HParams
 from imagined_rl.ppo import PPO
+from imagined_rl.world_models import evaluate as wm_evaluate
 from imagined_rl.world_models import trainer as wm_trainer
+
+MODEL_MULTIPLIER_EPOCHS = (0, 1, 4, 9, 14)  # t2t's world_model_step_increment
+
+
+# --------------------------------------------------------------------------------------------
+# Schedules: pure functions of the loop hparams.
+
+
+def real_steps(hp: HParams, epoch: int) -> int:
+    """Real env steps asked for in ``epoch`` (the recording rounds up to whole batch steps)."""
+    return int(hp.real_steps_first if epoch == 0 else hp.real_steps_per_epoch)
+
+
+def model_steps_target(hp: HParams, epoch: int) -> int:
+    """World-model optimiser steps done by the end of ``epoch`` (cumulative)."""
+    mult = int(hp.get("initial_epoch_train_steps_multiplier", 1))
+    return sum(int(hp.model_train_steps) * (mult if e in MODEL_MULTIPLIER_EPOCHS else 1)
+               for e in range(epoch + 1))
+
+
+def ppo_multiplier(hp: HParams, epoch: int) -> int:
+    """t2t's PPO schedule: 3x at the last epoch, 2x at epoch 1 and 3 and 7 epochs before the
+    last; 1 otherwise (and always, unless ``ppo_schedule="t2t"``)."""
+    if hp.get("ppo_schedule", "flat") != "t2t":
+        return 1
+    last = int(hp.epochs) - 1
+    if epoch == last:
+        return 3
+    return 2 if epoch == 1 or epoch + 3 == last or epoch + 7 == last else 1
+
+
+def ppo_iterations_target(hp: HParams, epoch: int, steps_per_iteration: int) -> int:
+    """PPO iterations done in imagination by the end of ``epoch`` (cumulative)."""
+    if "ppo_epochs_num" in hp:
+        per_epoch = int(hp.ppo_epochs_num)
+    else:
+        per_epoch = max(1, math.ceil(int(hp.ppo_steps_per_epoch) / steps_per_iteration))
+    return sum(per_epoch * ppo_multiplier(hp, e) for e in range(epoch + 1))
+
+
+# --------------------------------------------------------------------------------------------
+# The loop.
 
 
 def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress: bool = True,
                       log=print) -> list[dict[str, Any]]:
     """Runs (or resumes) ``loop_hp.epochs`` SimPLe epochs; returns the per-epoch records."""
-    problem = registry.problem(loop_hp.problem)
     os.makedirs(output_dir, exist_ok=True)
     _claim(output_dir, loop_hp, seed)
-    data_dir = os.path.join(output_dir, "data")
+    loop = _Loop(output_dir, loop_hp, seed, progress, log)
     history_path = os.path.join(output_dir, "simple.jsonl")
     done = _read(history_path)
-    agent: PPO | None = None
-    for epoch in range(int(loop_hp.epochs)):
-        if epoch < len(done) and agent is not None:
-            continue
-        # 1. real experience: random at first, then the policy being trained
-        real_env = problem.make_env(problem.num_envs, seed=seed + epoch)
-        if agent is None:
-            policy = lambda obs, key, env=real_env: random_actions(env.action_spec, env.num_envs,
-                                                                   key)
-            policy_id = "random"
-        else:
-            policy = lambda obs, key, a=agent: a.act(obs, key)
-            policy_id = f"policy@epoch{epoch}"
-        steps = int(loop_hp.real_steps_first if epoch == 0 else loop_hp.real_steps_per_epoch)
-        data.record(real_env, policy, steps, data_dir, seed, epoch=epoch, problem=problem.name,
-                    steps_per_shard=max(1000, steps // 4), progress=progress,
-                    policy_id=policy_id,
-                    finish_episodes=bool(loop_hp.get("collect_finish_episodes", False)))
-        _close(real_env)
-        # 2. the world model, on every epoch's data so far
-        model_run = os.path.join(output_dir, "world_model")
-        model_hp = registry.hparams(loop_hp.model_hparams_set)
-        config = wm_trainer.ModelRunConfig(loop_hp.model, loop_hp.model_hparams_set,
-                                           model_hp.values(), os.path.abspath(data_dir), seed)
-        target = (epoch + 1) * int(loop_hp.model_train_steps)
-        trainer = wm_trainer.train_world_model(config, model_run, train_steps=target,
-                                               progress=progress, log=log)
-        # 3. PPO inside the model, continuing the same agent
-        agent, imagined = _policy(output_dir, loop_hp, trainer.model, data_dir, seed, epoch,
-                                  progress)
-        if epoch < len(done):
-            continue  # this epoch was finished before a restart: only the agent was rebuilt
-        # 4. evaluate for real
-        result = evaluate_real(problem, loop_hp,
-                               lambda obs, key, a=agent: a.act(obs, key, greedy=True), seed, epoch)
-        record = {"epoch": epoch, "real_return_mean": round(float(np.mean(result)), 3),
-                  "real_return_std": round(float(np.std(result)), 3),
-                  "real_env_steps": data.load_spec(data_dir).env_steps_of(),
-                  "model_dev_loss": trainer.dev_loss(),
-                  "imagined_env_steps": agent.env_steps,
+    for epoch in range(len(done), int(loop_hp.epochs)):
+        loop.collect(epoch)
+        dev_loss = loop.train_model(epoch)
+        imagined = loop.train_policy(epoch)
+        returns = {t: loop.evaluate(epoch, t) for t in loop.temperatures}
+        main = returns[loop.temperatures[0]]
+        record = {"epoch": epoch, "real_return_mean": round(float(np.mean(main)), 3),
+                  "real_return_std": round(float(np.std(main)), 3),
+                  "real_return_by_temperature": {
+                      f"{t:g}": round(float(np.mean(r)), 3) for t, r in returns.items()},
+                  "real_env_steps": data.load_spec(loop.data_dir).env_steps_of(),
+                  "model_dev_loss": dev_loss,
+                  **loop.model_quality(epoch),
+                  "imagined_env_steps": loop.agent.env_steps,
                   "imagined_return_mean": imagined}
         with open(history_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         done.append(record)
-        with tf.summary.create_file_writer(output_dir).as_default(step=record["real_env_steps"]):
-            for name in ("real_return_mean", "model_dev_loss"):
-                if record[name] is not None:
-                    tf.summary.scalar(f"simple/{name}", record[name])
+        _summaries(output_dir, record)
         _plot(done, os.path.join(output_dir, "simple_curve.png"), loop_hp.problem)
         log(f"SimPLe epoch {epoch}: real return {record['real_return_mean']:.1f} after "
             f"{record['real_env_steps']} real steps")
+    loop.close()
     return done
+
+
+class _Loop:
+    """The parts one loop process keeps: the world model, the frame store, the agent (each
+    built on first use, restored from its checkpoint when there is one)."""
+
+    def __init__(self, output_dir: str, hp: HParams, seed: int, progress: bool, log):
+        self.output_dir, self.hp, self.seed, self.progress, self.log = (
+            output_dir, hp, seed, progress, log)
+        self.problem = registry.problem(hp.problem)
+        self.data_dir = os.path.join(output_dir, "data")
+        self.frame_stack = int(hp.get("frame_stack_size", 1))
+        self.temperatures = [float(t) for t in hp.get("eval_sampling_temps", (0.0,))]
+        self.ppo_hp = registry.hparams_with_overrides(hp.ppo_hparams_set, hp.ppo_hparams)
+        self.ppo_hp.learning_rate_decay = False  # SimPLe keeps a constant learning rate
+        self._trainer: wm_trainer.ModelTrainer | None = None
+        self._store: FrameStore | None = None
+        self._stored_epochs = 0
+        self._agent: PPO | None = None
+        self._manager: tf.train.CheckpointManager | None = None
+        self._imagined_path = os.path.join(output_dir, "policy", "imagined.jsonl")
+
+    # -- the parts ------------------------------------------------------------------------
+    @property
+    def trainer(self) -> wm_trainer.ModelTrainer:
+        if self._trainer is None:
+            config = wm_trainer.ModelRunConfig(
+                self.hp.model, self.hp.model_hparams_set,
+                registry.hparams(self.hp.model_hparams_set).values(),
+                os.path.abspath(self.data_dir), self.seed)
+            self._trainer = wm_trainer.open_run(config, os.path.join(self.output_dir,
+                                                                     "world_model"), self.log)
+        return self._trainer
+
+    def store(self, epochs: int) -> FrameStore:
+        """The frame store holding the train frames of the first ``epochs`` epochs."""
+        if self._store is None:
+            spec = data.load_spec(self.data_dir)
+            self._store = FrameStore(spec.obs_shape, spec.obs_dtype, self.trainer.model.history,
+                                     self._capacity())
+        for epoch in range(self._stored_epochs, epochs):
+            for chunk in data.frame_chunks(self.data_dir, "train", epochs=[epoch]):
+                self._store.add(*chunk)
+        self._stored_epochs = max(self._stored_epochs, epochs)
+        return self._store
+
+    def _capacity(self) -> int:
+        """Frames the store must hold: every frame is a step's arrival or an episode's first,
+        and every stored episode has a step, so at most 2 frames per real env step (plus the
+        rounding of each shard up to whole batch steps)."""
+        n = int(self.problem.num_envs)
+        total = 0
+        for epoch in range(int(self.hp.epochs)):
+            steps = real_steps(self.hp, epoch)
+            per_shard = max(1000, steps // 4)
+            total += math.ceil(steps / per_shard) * math.ceil(per_shard / n) * n
+        slack = 2 if not self.hp.get("collect_finish_episodes", False) else 4
+        return slack * total
+
+    def agent_for(self, epochs: int) -> PPO:
+        """The agent (restored if checkpointed), imagining from the first ``epochs`` epochs."""
+        store = self.store(epochs)
+        if self._agent is None:
+            sim = SimulatedBatchEnv(self.trainer.model, store, int(self.ppo_hp.num_envs),
+                                    int(self.hp.simulated_rollout_length), self.frame_stack)
+            agent = PPO(sim, self.ppo_hp, total_env_steps=int(self.hp.get(
+                "ppo_steps_per_epoch", 1)), seed=self.seed)
+            ckpt = tf.train.Checkpoint(state=agent.variables())
+            self._manager = tf.train.CheckpointManager(
+                ckpt, os.path.join(self.output_dir, "policy"), 2)
+            if self._manager.latest_checkpoint:
+                ckpt.restore(self._manager.latest_checkpoint).assert_consumed()
+            # per-iteration imagined returns; lines past the checkpoint are redone
+            os.makedirs(os.path.dirname(self._imagined_path), exist_ok=True)
+            rows = [r for r in _read(self._imagined_path) if r["iteration"] <= agent.iteration]
+            with open(self._imagined_path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+            self._agent = agent
+        return self._agent
+
+    @property
+    def agent(self) -> PPO:
+        assert self._agent is not None, "train_policy first"
+        return self._agent
+
+    # -- the phases -----------------------------------------------------------------------
+    def collect(self, epoch: int) -> None:
+        """Records the epoch's real experience: a random policy first, then the agent's."""
+        env = self.problem.make_env(self.problem.num_envs, seed=self.seed + epoch)
+        if epoch == 0:
+            policy = lambda obs, key: random_actions(env.action_spec, env.num_envs, key)
+            policy_id, stack = "random", 1
+        else:
+            agent = self.agent_for(epoch)
+            policy = lambda obs, key: agent.act(obs, key)
+            policy_id, stack = f"policy@epoch{epoch}", self.frame_stack
+        steps = real_steps(self.hp, epoch)
+        try:
+            data.record(env, policy, steps, self.data_dir, self.seed, epoch=epoch,
+                        problem=self.problem.name, steps_per_shard=max(1000, steps // 4),
+                        progress=self.progress, policy_id=policy_id, frame_stack=stack,
+                        finish_episodes=bool(self.hp.get("collect_finish_episodes", False)))
+        finally:
+            _close(env)
+
+    def train_model(self, epoch: int) -> float | None:
+        """Trains the world model on every epoch's data so far; returns its dev loss."""
+        trainer = self.trainer
+        trainer.reset_dev_sample()  # scored on this epoch's held-out data
+        trainer.train(model_steps_target(self.hp, epoch), save_checkpoints_secs=math.inf,
+                      progress=self.progress)
+        return trainer.dev_loss()
+
+    def train_policy(self, epoch: int) -> float | None:
+        """Trains PPO inside the model up to this epoch's iteration target; returns the mean
+        return of the imagined episodes that ended in the phase's last tenth (None if none)."""
+        agent = self.agent_for(epoch + 1)
+        start = ppo_iterations_target(self.hp, epoch - 1, agent.steps_per_iteration) if (
+            epoch) else 0
+        target = ppo_iterations_target(self.hp, epoch, agent.steps_per_iteration)
+        if agent.iteration == start:
+            agent.restart_envs()  # the phase's imagined episodes start from this epoch's data
+        per_call = int(self.ppo_hp.iterations_per_call)
+        last_save = time.perf_counter()
+        with tqdm.tqdm(total=(target - start) * agent.steps_per_iteration,
+                       initial=(agent.iteration - start) * agent.steps_per_iteration,
+                       unit="step", unit_scale=True, desc=f"ppo in imagination, epoch {epoch}",
+                       leave=False, disable=not self.progress) as bar:
+            while agent.iteration < target:
+                first = agent.iteration
+                out = agent.train(min(per_call, target - agent.iteration))
+                with open(self._imagined_path, "a") as f:
+                    f.writelines(json.dumps({"iteration": first + i + 1, "return_sum": float(r),
+                                             "episodes": float(e)}) + "\n"
+                                 for i, (r, e) in enumerate(zip(out["return_sum"][:, 0],
+                                                                out["episodes"][:, 0])))
+                bar.update(len(out["episodes"]) * agent.steps_per_iteration)
+                if time.perf_counter() - last_save > 60:
+                    self._manager.save(checkpoint_number=agent.iteration)
+                    last_save = time.perf_counter()
+        self._manager.save(checkpoint_number=agent.iteration)
+        rows = [r for r in _read(self._imagined_path) if start < r["iteration"] <= target]
+        tail = rows[-max(1, len(rows) // 10):]
+        ended = sum(r["episodes"] for r in tail)
+        return round(sum(r["return_sum"] for r in tail) / ended, 3) if ended else None
+
+    def evaluate(self, epoch: int, temperature: float) -> np.ndarray:
+        return evaluate_real(self.problem, self.hp, lambda obs, key: self.agent.act(
+            obs, key, temperature=temperature), self.seed, epoch)
+
+    def model_quality(self, epoch: int) -> dict[str, Any]:
+        """SimPLe's world-model metric, reward accuracy@12/@50 of open-loop rollouts on the dev
+        episodes (None where no episode is long enough), and the epoch's video."""
+        out: dict[str, Any] = {"reward_accuracy@12": None, "reward_accuracy@50": None,
+                               "video": None}
+        try:
+            eps = wm_evaluate.episodes(self.data_dir, "dev")
+        except UserError:
+            return out
+        model = self.trainer.model
+        for horizon in (50, 12):
+            try:
+                result = wm_evaluate.open_loop(model, eps, horizon,
+                                               int(self.hp.get("wm_eval_rollouts", 32)),
+                                               self.seed)
+            except UserError:
+                continue
+            for n in (12, 50):
+                if out[f"reward_accuracy@{n}"] is None and f"reward_accuracy@{n}" in result:
+                    out[f"reward_accuracy@{n}"] = round(result[f"reward_accuracy@{n}"], 4)
+            if out["video"] is None:
+                os.makedirs(os.path.join(self.output_dir, "videos"), exist_ok=True)
+                path = wm_evaluate.write_video(
+                    result, os.path.join(self.output_dir, "videos", f"epoch{epoch}"))
+                out["video"] = os.path.relpath(path, self.output_dir)
+        return out
+
+    def close(self) -> None:
+        self._trainer = self._store = self._agent = None
 
 
 def evaluate_real(problem: Any, loop_hp: HParams, policy: Any, seed: int,
                   epoch: int) -> np.ndarray:
-    """Returns of ``loop_hp.eval_episodes`` real episodes of ``policy``, on the envs and seeds
-    the loop scores its epoch ``epoch`` with (so other policies can be scored identically)."""
+    """Game scores of ``loop_hp.eval_episodes`` real episodes of ``policy`` (which sees the
+    loop's frame stack), on the envs and seeds the loop scores its epoch ``epoch`` with (so
+    other policies can be scored identically); episodes are capped at
+    ``eval_max_episode_steps`` when set."""
     env = problem.make_env(int(loop_hp.eval_episodes), seed=seed + 999)
+    k = int(loop_hp.get("frame_stack_size", 1))
     try:
-        return loops.evaluate(env, policy, seed=seed + 1000 + epoch)
+        return loops.evaluate(FrameStack(env, k) if k > 1 else env, policy,
+                              seed=seed + 1000 + epoch,
+                              max_steps=loop_hp.get("eval_max_episode_steps", None))
     finally:
         _close(env)
 
 
-def _policy(output_dir: str, loop_hp: HParams, model: Any, data_dir: str, seed: int,
-            epoch: int, progress: bool) -> tuple[PPO, float | None]:
-    """The PPO agent, restored and trained in imagination up to this epoch's iteration target,
-    and the mean return of the imagined episodes that ended in the epoch's last tenth (None
-    when nothing was left to train or no episode ended)."""
-    ppo_hp = registry.hparams_with_overrides(loop_hp.ppo_hparams_set, loop_hp.ppo_hparams)
-    ppo_hp.learning_rate_decay = False  # the schedule's end is unknown: SimPLe keeps a constant
-    sim = SimulatedBatchEnv(model, start_windows(data_dir, model.history), int(ppo_hp.num_envs),
-                            int(loop_hp.simulated_rollout_length))
-    agent = PPO(sim, ppo_hp, total_env_steps=int(loop_hp.ppo_steps_per_epoch), seed=seed)
-    ckpt = tf.train.Checkpoint(state=agent.variables())
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(output_dir, "policy"), 2)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_consumed()
-        agent.restart_envs()  # imagined episodes start from the (grown) real data
-    target = (epoch + 1) * agent.num_iterations
-    returns, episodes = [], []
-    with tqdm.tqdm(total=(target - agent.iteration) * agent.steps_per_iteration, unit="step",
-                   unit_scale=True, desc=f"ppo in imagination, epoch {epoch}", leave=False,
-                   disable=not progress) as bar:
-        while agent.iteration < target:
-            out = agent.train(min(int(ppo_hp.iterations_per_call), target - agent.iteration))
-            returns.append(out["return_sum"][:, 0])
-            episodes.append(out["episodes"][:, 0])
-            bar.update(len(out["episodes"]) * agent.steps_per_iteration)
-    manager.save(checkpoint_number=agent.iteration)
-    if not returns:
-        return agent, None
-    r, e = np.concatenate(returns), np.concatenate(episodes)
-    tail = slice(-max(1, len(r) // 10), None)
-    ended = float(e[tail].sum())
-    return agent, round(float(r[tail].sum()) / ended, 3) if ended else None
+def _summaries(output_dir: str, record: dict[str, Any]) -> None:
+    """The epoch's record as TensorBoard scalars, against real env steps."""
+    with tf.summary.create_file_writer(output_dir).as_default(step=record["real_env_steps"]):
+        for name, value in record.items():
+            if isinstance(value, (int, float)) and name not in ("epoch", "real_env_steps"):
+                tf.summary.scalar(f"simple/{name}", value)
+        for t, value in record["real_return_by_temperature"].items():
+            tf.summary.scalar(f"simple/real_return_temperature_{t}", value)
 
 
 def _plot(records: list[dict[str, Any]], path: str, problem: str) -> None:
@@ -156,7 +343,7 @@ def _plot(records: list[dict[str, Any]], path: str, problem: str) -> None:
     ax.plot([r["real_env_steps"] for r in records], [r["real_return_mean"] for r in records],
             "o-")
     ax.set_xlabel("real env steps")
-    ax.set_ylabel("greedy return (real env)")
+    ax.set_ylabel("return (real env)")
     ax.set_title(f"SimPLe on {problem}", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()

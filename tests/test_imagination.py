@@ -9,7 +9,7 @@ import tensorflow as tf
 from imagined_rl import data, loops, registry
 from imagined_rl.envs.classic import CartPole
 from imagined_rl.envs.core import check_env, make_key, random_actions, split
-from imagined_rl.envs.simulated import SimulatedBatchEnv, start_windows
+from imagined_rl.envs.simulated import FrameStore, SimulatedBatchEnv
 from imagined_rl.errors import UserError
 from imagined_rl.ppo import PPO
 from imagined_rl.world_models.vector import VectorEnsemble
@@ -31,8 +31,8 @@ def cartpole_model(tmp_path_factory) -> tuple[VectorEnsemble, str]:
 def test_ppo_in_imagination_works_in_the_real_env(cartpole_model):
     model, data_dir = cartpole_model
     hp = registry.hparams("ppo_cartpole").parse("num_envs=16")
-    sim = SimulatedBatchEnv(model, start_windows(data_dir, model.history), hp.num_envs,
-                            max_episode_steps=200)
+    starts = FrameStore.from_chunks(data.frame_chunks(data_dir), model.history)
+    sim = SimulatedBatchEnv(model, starts, hp.num_envs, max_episode_steps=200)
     check_env(sim)
     agent = PPO(sim, hp, hp.train_steps, seed=0)  # the trainer knows nothing of world models
     while agent.iteration < agent.num_iterations:
@@ -46,11 +46,11 @@ def test_ppo_in_imagination_works_in_the_real_env(cartpole_model):
 
 def test_simulated_env_contract(cartpole_model):
     model, data_dir = cartpole_model
-    starts = start_windows(data_dir, model.history, max_windows=500)
-    assert starts.shape == (500, 1, 4)
+    starts = FrameStore.from_chunks(data.frame_chunks(data_dir), model.history)
     sim = SimulatedBatchEnv(model, starts, 4, max_episode_steps=7)
     state, obs = sim.reset(make_key(0))
-    assert any(np.allclose(obs.numpy()[0], s[-1]) for s in starts)  # starts are real frames
+    real = starts.frames.numpy()[:int(starts.size.numpy())]
+    assert all(np.any(np.all(real == o, axis=1)) for o in obs.numpy())  # starts are real frames
     step = tf.function(sim.step, jit_compile=True)
     # A step is the model's prediction (same key derivation as Environment.step) ...
     action, key = tf.zeros([4], tf.int32), make_key(99)
@@ -67,4 +67,4 @@ def test_simulated_env_contract(cartpole_model):
         truncated.append(out.truncated.numpy() | out.terminated.numpy())
     assert np.all(np.any(truncated, axis=0))  # every env ended within the horizon
     with pytest.raises(UserError, match="start windows have shape"):
-        SimulatedBatchEnv(model, starts[:, :, :3], 4)
+        SimulatedBatchEnv(model, FrameStore([3], tf.float32, 1, 10), 4)

@@ -244,12 +244,13 @@ def record(
     summary = RecordSummary(data_dir, epoch, num_shards, files=paths)
     root = make_key(seed)
     stepped = FrameStack(env, frame_stack) if frame_stack > 1 else env
+    channels = env.observation_spec.shape[-1] if frame_stack > 1 else None
     with tqdm.tqdm(
         total=num_shards * steps_per_shard, unit="step", disable=not progress,
         desc=f"recording epoch {epoch}", dynamic_ncols=True,
     ) as bar:
         recorder = _ShardRecorder(
-            data_dir, stepped, _make_step_fn(stepped, policy, frame_stack),
+            data_dir, stepped, _make_step_fn(stepped, policy, channels),
             _EpisodeEncoder(spec, epoch), steps_per_shard, finish_episodes, reward_clip,
             max_episode_steps, on_step, bar,
         )
@@ -322,12 +323,11 @@ def _count_env_steps(data_dir: str, epoch: int, shard: int, env_steps: int) -> N
 
 
 def _make_step_fn(
-    env: BatchEnv, policy: Policy, frame_stack: int
+    env: BatchEnv, policy: Policy, channels: int | None
 ) -> Callable[[Any, tf.Tensor, tf.Tensor], tuple[Any, tf.Tensor, Any, tf.Tensor]]:
-    """One ``tf.function`` call per batch step: draw keys, act, step the env. With
-    ``frame_stack > 1`` the env is stepped as a :class:`FrameStack`: the policy sees the stack,
-    the returned step (what is recorded) only each observation's newest frame."""
-    channels = env.observation_spec.shape[-1] if frame_stack > 1 else None
+    """One ``tf.function`` call per batch step: draw keys, act, step the env. For a
+    :class:`FrameStack` of frames with ``channels`` channels the policy sees the stack, the
+    returned step (what is recorded) only each observation's newest frame."""
 
     @tf.function
     def step_fn(state: Any, obs: tf.Tensor, key: tf.Tensor) -> tuple[Any, tf.Tensor, Any, Any]:

@@ -80,18 +80,20 @@ class FrameStore(tf.Module):
         if start + n > self.capacity:
             raise UserError(f"FrameStore is full: {start} + {n} frames > capacity "
                             f"{self.capacity}; build it with a larger capacity")
-        self.frames[start:start + n].assign(tf.convert_to_tensor(obs, self.dtype))
-        self.episode[start:start + n].assign(tf.convert_to_tensor(episode, tf.int64))
+        rows = tf.range(start, start + n)  # scatter writes in place (a slice assign copies)
+        self.frames.scatter_update(tf.IndexedSlices(tf.convert_to_tensor(obs, self.dtype), rows))
+        self.episode.scatter_update(tf.IndexedSlices(tf.convert_to_tensor(episode, tf.int64),
+                                                     rows))
         k = self.history
         ends = tf.range(max(start, k - 1), start + n)  # a window ends on one of the new frames
         first = tf.gather(self.episode, ends - (k - 1))
         valid = tf.equal(first, tf.gather(self.episode, ends)) & tf.logical_not(
             tf.gather(tf.convert_to_tensor(is_final, tf.bool), ends - start))
         new = tf.boolean_mask(ends, valid)
-        m = int(self.num_windows.numpy())
-        self.ends[m:m + int(tf.size(new))].assign(new)
+        m, count = int(self.num_windows.numpy()), int(tf.size(new))
+        self.ends.scatter_update(tf.IndexedSlices(new, tf.range(m, m + count)))
         self.size.assign(start + n)
-        self.num_windows.assign(m + int(tf.size(new)))
+        self.num_windows.assign(m + count)
 
     def sample(self, n: int, key: Key) -> tf.Tensor:
         """``n`` windows ``[n, history, *obs_shape]`` drawn uniformly among the valid ones."""

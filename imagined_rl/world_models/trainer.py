@@ -116,6 +116,10 @@ class ModelTrainer:
         loss, _ = self.model.loss(batch, False, key)
         return loss
 
+    def reset_dev_sample(self) -> None:
+        """Draws the dev sample anew on the next :meth:`dev_loss` (the data has grown)."""
+        self._dev_batches = None
+
     def dev_loss(self, batches: int = 8) -> float | None:
         """Mean loss on a fixed sample of held-out (dev split) batches; None without dev data.
 
@@ -200,6 +204,17 @@ def train_world_model(config: ModelRunConfig, output_dir: str, train_steps: int 
                       save_checkpoints_secs: float = 30.0, progress: bool = True,
                       log=print) -> ModelTrainer:
     """Trains (or resumes) the world model of ``config`` in ``output_dir``."""
+    trainer = open_run(config, output_dir, log)
+    steps = int(train_steps or trainer.hp.train_steps)
+    trainer.train(steps, save_checkpoints_secs=save_checkpoints_secs, progress=progress)
+    return trainer
+
+
+def open_run(config: ModelRunConfig, output_dir: str, log=print) -> ModelTrainer:
+    """The trainer of the world-model run in ``output_dir``: claimed for ``config`` (a rerun
+    must ask for the same), restored from its newest checkpoint, or fresh and fitted to its
+    data's base rates (``adapt``). Train it with :meth:`ModelTrainer.train`, as often as
+    wanted: the SimPLe loop keeps one trainer, so the model it imagines with is one object."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "config.json")
     if os.path.exists(path):
@@ -216,8 +231,6 @@ def train_world_model(config: ModelRunConfig, output_dir: str, train_steps: int 
         log(f"resuming {output_dir} from step {int(trainer.step.numpy())}")
     else:
         trainer.model.adapt(trainer.dataset("train", shuffle=True).take(50))
-    steps = int(train_steps or trainer.hp.train_steps)
-    trainer.train(steps, save_checkpoints_secs=save_checkpoints_secs, progress=progress)
     return trainer
 
 
