@@ -81,7 +81,8 @@ from imagined_rl.data import DataSpec
 from imagined_rl.envs.atari import make_atari, make_minatar
 from imagined_rl.envs.classic import CartPole
 from imagined_rl.envs.core import make_key, split
-from imagined_rl.envs.simulated import SimulatedBatchEnv
+from imagined_rl.envs.simulated import FrameStore, SimulatedBatchEnv
+from imagined_rl.ppo import PPO
 from imagined_rl.world_models.base import WorldModel, observation_kind
 
 FAMILY_GROUPS = ("vector", "grid", "rgb")
@@ -99,6 +100,10 @@ flags.DEFINE_list("hparams_sets", [], "only the model rows with these hparams se
 flags.DEFINE_enum("mixed_precision", "", ["", "mixed_bfloat16", "mixed_float16"],
                   "dtype policy of the RGB models (their mixed_precision hparam)")
 flags.DEFINE_bool("skip_real_envs", False, "leave out the real-env measurements")
+flags.DEFINE_list("pipeline_batch_sizes", ["16"], "imagined envs of the full PPO-in-imagination "
+                  "pipeline on pixels (RGB models; empty: skip it); a GPU takes 16,64,256")
+flags.DEFINE_list("pipeline_precisions", ["float32", "mixed_bfloat16"],
+                  "dtype policies of the RGB models in the pipeline measurement")
 flags.DEFINE_string("out_dir", os.path.join(os.path.dirname(__file__), "results"), "output")
 flags.DEFINE_string("out_name", "imagination_throughput", "output file stem (.md and .json)")
 FLAGS = flags.FLAGS
@@ -120,6 +125,10 @@ MODELS = [
      PONG, "ALE Pong"),
     ("rgb", "next_frame_basic_stochastic_discrete", "next_frame_tiny", PONG, "ALE Pong"),
 ]
+# The RGB models of the full-pipeline measurement (PPO iterations in imagination on pixels).
+PIPELINE_MODELS = [("next_frame_basic_deterministic", "next_frame_basic_deterministic"),
+                   ("next_frame_basic_stochastic_discrete", "next_frame_basic_stochastic_discrete"),
+                   ("next_frame_basic_stochastic_discrete", "next_frame_tiny")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -447,6 +456,15 @@ SIMULATED = [("vector", "vector_ensemble", "world_model_vector", CARTPOLE),
              ("grid", "grid_conv", "world_model_grid_fast", BREAKOUT)]
 
 
+def frame_store(model: WorldModel, frames: int = 4096) -> FrameStore:
+    """A store of ``frames`` synthetic frames in one episode (throughput ignores their values)."""
+    window = initial_window(model, -(-frames // model.history)).numpy()
+    obs = window.reshape(-1, *model.spec.obs_shape)
+    final = np.zeros(len(obs), bool)
+    final[-1] = True
+    return FrameStore.from_chunks([(obs, np.zeros(len(obs), np.int64), final)], model.history)
+
+
 def measure_simulated(groups: set[str], num_envs: int = 1024) -> list[dict[str, Any]]:
     """Steps/s of ``SimulatedBatchEnv`` (random actions, horizon 50) for the cheap families."""
     rows = []
@@ -454,12 +472,81 @@ def measure_simulated(groups: set[str], num_envs: int = 1024) -> list[dict[str, 
         if group not in groups:
             continue
         model = build_model(name, hparams_set, spec)
-        env = SimulatedBatchEnv(model, initial_window(model, 4096).numpy(), num_envs, 50)
+        env = SimulatedBatchEnv(model, frame_store(model), num_envs, 50)
         sps = in_graph_sps(env, 50, FLAGS.seconds)
         rows.append({"model": name, "hparams": hparams_set, "num_envs": num_envs, "sps": sps})
         print(f"SimulatedBatchEnv({name}, {hparams_set}), {num_envs} envs: {sps:,.0f} steps/s",
               flush=True)
     return rows
+
+
+def measure_pipeline() -> list[dict[str, Any]]:
+    """The full SimPLe pipeline on pixels: PPO iterations inside each RGB model (model step +
+    conv policy on 4 stacked frames + update, ``ppo_simple_atari``: 50-step rollouts, 3 epochs
+    of 4 minibatches), one compiled call per iteration, at each ``--pipeline_batch_sizes`` and
+    ``--pipeline_precisions``. Imagined frames/s = envs x 50 / seconds of one iteration (the
+    compiling first call excluded). FLOPs per imagined frame: the model's ``predict`` (profiled)
+    plus the policy's forward pass (profiled) times 1 + 3 x 3 (rollout; forward and ~2x for the
+    backward pass in each of 3 epochs) -- an estimate from the profiled parts."""
+    rows = []
+    for name, hparams_set in PIPELINE_MODELS:
+        for precision in FLAGS.pipeline_precisions:
+            hp = registry.hparams(hparams_set)
+            hp.mixed_precision = "" if precision == "float32" else precision
+            model = registry.model(name)(PONG, hp)
+            model_flops = profiled_flops(model)
+            for batch in (int(b) for b in FLAGS.pipeline_batch_sizes):
+                if logits_bytes(model, batch) > (FLAGS.max_memory_gb * 2**30
+                                                 or _available_memory() / 4):
+                    rows.append({"model": name, "hparams": hparams_set, "precision": precision,
+                                 "envs": batch, "skipped": "pixel logits over the memory limit"})
+                    continue
+                ppo_hp = registry.hparams("ppo_simple_atari").parse(
+                    f"num_envs={batch},epoch_length=50,iterations_per_call=1")
+                sim = SimulatedBatchEnv(model, frame_store(model), batch, 50, model.history)
+                agent = PPO(sim, ppo_hp, total_env_steps=batch * 50)
+                t0 = time.perf_counter()
+                agent.train(1)  # compiles
+                compile_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                agent.train(1)
+                seconds = time.perf_counter() - t0
+                policy = tf.function(lambda x, a=agent: a._policy(a.params, a._features(x)))
+                graph = policy.get_concrete_function(
+                    tf.TensorSpec([1, *sim.observation_spec.shape], tf.uint8)).graph
+                options = option_builder.ProfileOptionBuilder.float_operation()
+                options["output"] = "none"
+                policy_flops = int(model_analyzer.profile(graph, options=options).total_float_ops)
+                row = {"model": name, "hparams": hparams_set, "precision": precision,
+                       "envs": batch, "compile_s": round(compile_s, 1),
+                       "frames_per_s": round(batch * 50 / seconds, 2),
+                       "model_flops": model_flops, "policy_flops": policy_flops,
+                       "flops_per_frame": model_flops + policy_flops * (1 + 3 * 3)}
+                rows.append(row)
+                print(f"pipeline {name}/{hparams_set} {precision} B={batch}: "
+                      f"{row['frames_per_s']:,.1f} imagined frames/s", flush=True)
+    return rows
+
+
+def pipeline_report(rows: list[dict[str, Any]], real: list[dict[str, Any]]) -> str:
+    ale = max((r["sps"] for r in real if r["env"].startswith("ALE Pong")), default=None)
+    lines = ["", "", "## Full pipeline: PPO iterations in imagination on pixels (model step + "
+             "conv policy on 4 stacked frames + update)", "",
+             f"ALE Pong's own frames/s on this machine (same run, fastest setting): "
+             f"{_fmt(ale) if ale else 'not measured'}", "",
+             "| model | hparams | precision | envs | compile s | imagined frames/s | "
+             "model FLOPs/frame | policy FLOPs/frame | est. FLOPs/frame | vs ALE |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['model']} | {r['hparams']} | {r['precision']} | {r['envs']} | "
+                         f"skipped: {r['skipped']} | | | | | |")
+            continue
+        ratio = f"{r['frames_per_s'] / ale:.4f}" if ale else ""
+        lines.append(f"| {r['model']} | {r['hparams']} | {r['precision']} | {r['envs']} | "
+                     f"{r['compile_s']} | {_fmt(r['frames_per_s'])} | {_si(r['model_flops'])} | "
+                     f"{_si(r['policy_flops'])} | {_si(r['flops_per_frame'])} | {ratio} |")
+    return "\n".join(lines)
 
 
 def main(_: list[str]) -> None:
@@ -476,6 +563,7 @@ def main(_: list[str]) -> None:
               if m[0] in groups and (not FLAGS.hparams_sets or m[2] in FLAGS.hparams_sets)]
     real = [] if FLAGS.skip_real_envs else measure_real_envs(groups)
     simulated = measure_simulated(groups)
+    pipeline = measure_pipeline() if "rgb" in groups and FLAGS.pipeline_batch_sizes else []
     claims = check_claims(models, real)
     text = report(meta, models, real, claims)
     if simulated:
@@ -483,12 +571,14 @@ def main(_: list[str]) -> None:
                  "horizon 50)\n\n| model | hparams | envs | steps/s |\n|---|---|---|---|\n")
         text += "\n".join(f"| {r['model']} | {r['hparams']} | {r['num_envs']} | {r['sps']:,.0f} |"
                            for r in simulated)
+    if pipeline:
+        text += pipeline_report(pipeline, real)
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     with open(os.path.join(FLAGS.out_dir, FLAGS.out_name + ".md"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(FLAGS.out_dir, FLAGS.out_name + ".json"), "w") as f:
         json.dump({"meta": meta, "models": models, "real_envs": real, "claims": claims,
-                   "simulated_env": simulated}, f,
+                   "simulated_env": simulated, "pipeline": pipeline}, f,
                   indent=1, default=_json_default)
     print("\n" + text)
 

@@ -4,11 +4,12 @@
     python bench/simple_vs_model_free.py --loop_hparams_set=rlmb_cartpole --seeds=1
 
 For each seed: the SimPLe loop (``imagined_rl.simple``) runs its epochs; model-free PPO (the
-loop's own PPO set, on the real env) trains for exactly the real env steps the loop used by each
-epoch's end, from scratch each time (so it anneals its learning rate over that budget, its best
-use of it); a uniformly random policy is the floor. All are scored as the loop scores itself:
-the greedy policy's mean real return over the loop's ``eval_episodes`` episodes, with the same
-env and action seeds.
+loop's own PPO set, on the real env) trains for the real env steps the loop used by each
+epoch's end (every step its real env took, counted by the data writer; PPO takes whole
+iterations, never more steps than the loop), from scratch each time (so it anneals its
+learning rate over that budget, its best use of it); a uniformly random policy is the
+floor. All are scored as the loop scores itself: the greedy policy's mean real return over the
+loop's ``eval_episodes`` episodes, with the same env and action seeds.
 Writes ``results/<out_name>.md`` and ``.json``.
 """
 
@@ -28,9 +29,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import cpu_name  # bench/common.py
 
 from imagined_rl import registry
-from imagined_rl.envs.core import random_actions
+from imagined_rl.envs.core import FrameStack, random_actions
 from imagined_rl.ppo import PPO
-from imagined_rl.simple import evaluate_real, train_model_based
+from imagined_rl.simple import evaluate_real, loop_problem, train_model_based
 
 flags.DEFINE_string("loop_hparams_set", "rlmb_minatar_breakout", "SimPLe loop set")
 flags.DEFINE_string("loop_hparams", "", "overrides of the loop set")
@@ -46,20 +47,24 @@ def score(problem: Any, loop_hp: Any, policy, seed: int, epoch: int) -> float:
 
 
 def model_free(problem: Any, loop_hp: Any, steps: int, seed: int,
-               epoch: int) -> tuple[float, float]:
-    """Greedy real return of the loop's PPO set trained on ``steps`` real steps; seconds."""
+               epoch: int) -> tuple[float, float, int]:
+    """Greedy real return of the loop's PPO set trained on at most ``steps`` real steps (whole
+    iterations, on the loop's frame stack); seconds; the real steps it took."""
     hp = registry.hparams(loop_hp.ppo_hparams_set)
     t0 = time.perf_counter()
-    agent = PPO(problem.make_env(int(hp.num_envs), seed=seed), hp, steps, seed=seed)
-    agent.train(agent.num_iterations)  # in compiled calls of iterations_per_call
+    env = problem.make_env(int(hp.num_envs), seed=seed)
+    k = int(loop_hp.get("frame_stack_size", 1))
+    agent = PPO(FrameStack(env, k) if k > 1 else env, hp, steps, seed=seed)
+    iterations = max(1, steps // agent.steps_per_iteration)  # never more than the loop's steps
+    agent.train(iterations)  # in compiled calls of iterations_per_call
     seconds = time.perf_counter() - t0
     policy = lambda obs, key: agent.act(obs, key, greedy=True)
-    return score(problem, loop_hp, policy, seed, epoch), seconds
+    return score(problem, loop_hp, policy, seed, epoch), seconds, agent.env_steps
 
 
 def main(_: list[str]) -> None:
     loop_hp = registry.hparams_with_overrides(FLAGS.loop_hparams_set, FLAGS.loop_hparams)
-    problem = registry.problem(loop_hp.problem)
+    problem = loop_problem(loop_hp)
     rows: list[dict[str, Any]] = []
     spec, n = problem.make_env(1, seed=0).action_spec, int(loop_hp.eval_episodes)
     random_policy = lambda obs, key: random_actions(spec, n, key)
@@ -70,8 +75,10 @@ def main(_: list[str]) -> None:
             records = train_model_based(out, loop_hp, seed=seed, progress=False)
             simple_s = time.perf_counter() - t0
         for r in records:
-            mf, mf_s = model_free(problem, loop_hp, int(r["real_env_steps"]), seed, r["epoch"])
+            mf, mf_s, mf_steps = model_free(problem, loop_hp, int(r["real_env_steps"]), seed,
+                                            r["epoch"])
             rows.append({"seed": seed, "epoch": r["epoch"], "real_steps": r["real_env_steps"],
+                         "model_free_steps": mf_steps,
                          "simple_return": r["real_return_mean"], "model_free_return": mf,
                          "random_return": floor, "imagined_return": r["imagined_return_mean"],
                          "model_free_seconds": round(mf_s, 1),
@@ -101,13 +108,14 @@ def report(meta: dict, rows: list[dict], problem: str) -> str:
              "seeds). Imagined: the mean "
              "return of the imagined episodes (truncated at the loop's horizon) at the end of "
              "the epoch.", "",
-             "| seed | epoch | real steps | SimPLe | model-free PPO | random | SimPLe / model-free "
-             "| imagined | SimPLe wall s (all epochs) | model-free wall s |",
+             "| seed | epoch | real steps (SimPLe / model-free) | SimPLe | model-free PPO | random "
+             "| SimPLe / model-free | imagined | SimPLe wall s (all epochs) | model-free wall s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = r["simple_return"] / r["model_free_return"] if r["model_free_return"] else None
         lines.append(
-            f"| {r['seed']} | {r['epoch']} | {r['real_steps']:,} | {r['simple_return']:.2f} | "
+            f"| {r['seed']} | {r['epoch']} | {r['real_steps']:,} / {r['model_free_steps']:,} | "
+            f"{r['simple_return']:.2f} | "
             f"{r['model_free_return']:.2f} | {r['random_return']:.2f} | "
             f"{'' if ratio is None else f'{ratio:.2f}x'} | {r['imagined_return']} | "
             f"{r['simple_seconds']} | {r['model_free_seconds']} |")

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from imagined_rl import registry
+from imagined_rl import plots, registry, rundir
 from imagined_rl.envs.core import BatchEnv, check_env, make_key, raw_reward, split
 from imagined_rl.errors import UserError
 from imagined_rl.hparams_lib import HParams
@@ -135,9 +135,8 @@ class RunConfig:
                             "imagined-rl evaluate_model on it")
         return cls(**raw)
 
-    def save(self, output_dir: str) -> None:
-        _atomic_write(os.path.join(output_dir, "config.json"),
-                      json.dumps(dataclasses.asdict(self), indent=1))
+    def claim(self, output_dir: str) -> None:
+        rundir.claim(output_dir, dataclasses.asdict(self), "a PPO run")
 
     def make_hparams(self) -> HParams:
         hp = registry.hparams(self.hparams_set)
@@ -145,25 +144,11 @@ class RunConfig:
         return hp
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def build_agent(config: RunConfig) -> tuple[PPO, HParams]:
     """The PPO agent (and its env) that ``config`` describes, freshly initialised."""
     hp = config.make_hparams()
     env = env_for(config, int(hp.num_envs) * int(hp.num_seeds))
     return PPO(env, hp, total_env_steps=int(hp.train_steps), seed=config.seed), hp
-
-
-def _read_metrics(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def train_model_free(
@@ -174,33 +159,22 @@ def train_model_free(
 
     Returns the final evaluation ``{"mean_return", "std_return", "episodes", ...}``.
     """
-    os.makedirs(output_dir, exist_ok=True)
-    if os.path.exists(os.path.join(output_dir, "config.json")):
-        old = RunConfig.load(output_dir)
-        if old != config:
-            diff = [k for k in ("env", "problem", "hparams_set", "seed")
-                    if getattr(old, k) != getattr(config, k)]
-            diff += sorted(k for k in set(old.hparams) | set(config.hparams)
-                           if old.hparams.get(k) != config.hparams.get(k))
-            raise UserError(f"'{output_dir}' holds a run with different settings "
-                            f"({', '.join(diff)}); use another --output_dir or the same flags "
-                            "to resume")
+    if rundir.read_config(output_dir) is not None:
+        RunConfig.load(output_dir)  # a world-model run here is refused by name
+    rundir.check(output_dir, dataclasses.asdict(config), "a PPO run")
     agent, hp = build_agent(config)  # a bad env or hparams fails here, before the dir is claimed
-    config.save(output_dir)
+    config.claim(output_dir)
     ckpt = tf.train.Checkpoint(state=agent.variables())
     manager = tf.train.CheckpointManager(ckpt, os.path.join(output_dir, "checkpoints"), 3)
     metrics_path = os.path.join(output_dir, "metrics.jsonl")
-    history = _read_metrics(metrics_path)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_consumed()
         if not agent.env.jit_compatible:
             agent.restart_envs()  # host envs cannot be rewound: start fresh episodes instead
-        history = [m for m in history if m["env_steps"] <= agent.env_steps]
         log(f"resuming {output_dir} from env step {agent.env_steps}")
-    else:
-        history = []
-    with open(metrics_path, "w") as f:  # drop lines newer than the checkpoint
-        f.writelines(json.dumps(m) + "\n" for m in history)
+    # drop log lines newer than the checkpoint (all of them on a fresh start)
+    history = rundir.keep_jsonl(metrics_path, lambda m: bool(manager.latest_checkpoint) and (
+        m["env_steps"] <= agent.env_steps))
     wall0 = history[-1]["wall_time_s"] if history else 0.0
 
     total = int(hp.train_steps)
@@ -237,7 +211,7 @@ def train_model_free(
     plot_learning_curve(metrics_path, os.path.join(output_dir, "learning_curve.png"),
                         title=f"PPO on {config.env} ({config.hparams_set}, seed {config.seed})")
     result = evaluate_agent(agent, config, eval_episodes)
-    _atomic_write(os.path.join(output_dir, "eval.json"), json.dumps(result))
+    rundir.atomic_write(os.path.join(output_dir, "eval.json"), json.dumps(result))
     threshold = reward_threshold(config.env)
     verdict = ""
     if threshold is not None:
@@ -309,20 +283,8 @@ def _check_finite(out: dict[str, np.ndarray], env_steps: int) -> None:
 
 
 def plot_learning_curve(metrics_path: str, png_path: str, title: str = "") -> None:
-    """Writes return-vs-env-steps from ``metrics.jsonl`` as a PNG (matplotlib, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in _read_metrics(metrics_path) if r.get("return_mean") is not None]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    if rows:
-        ax.plot([r["env_steps"] for r in rows], [r["return_mean"] for r in rows], lw=1.5)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("mean episode return")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
+    """Writes return-vs-env-steps from ``metrics.jsonl`` as a PNG."""
+    rows = [r for r in rundir.read_jsonl(metrics_path) if r.get("return_mean") is not None]
+    plots.curves(png_path, {"": ([r["env_steps"] for r in rows],
+                                 [r["return_mean"] for r in rows])},
+                 "env steps", "mean episode return", title)

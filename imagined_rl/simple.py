@@ -10,6 +10,7 @@ Everything lives under ``output_dir``:
     world_model/     the world-model run (generic trainer); its step target grows each epoch
     policy/          the PPO agent's checkpoints; its iteration target grows each epoch
     videos/          per epoch, an imagined rollout beside the real one (GIF; PNG for vectors)
+    status.json      the epoch and phase the loop is in now
     simple.jsonl     one line per finished epoch: real return (per sampling temperature), real
                      env steps so far (every step the real env took, kept in the data or not),
                      the model's dev loss and reward accuracy@12/@50, the imagined return
@@ -31,6 +32,7 @@ tripled at the last one when ``ppo_schedule="t2t"``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -41,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from imagined_rl import data, loops, registry
+from imagined_rl import data, loops, plots, registry, rundir
 from imagined_rl.envs.core import FrameStack, random_actions
 from imagined_rl.envs.simulated import FrameStore, SimulatedBatchEnv
 from imagined_rl.errors import UserError
@@ -100,11 +102,15 @@ def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress
     _claim(output_dir, loop_hp, seed)
     loop = _Loop(output_dir, loop_hp, seed, progress, log)
     history_path = os.path.join(output_dir, "simple.jsonl")
-    done = _read(history_path)
+    done = rundir.read_jsonl(history_path)
     for epoch in range(len(done), int(loop_hp.epochs)):
+        _status(output_dir, epoch, "collect")
         loop.collect(epoch)
+        _status(output_dir, epoch, "train_model")
         dev_loss = loop.train_model(epoch)
+        _status(output_dir, epoch, "train_policy")
         imagined = loop.train_policy(epoch)
+        _status(output_dir, epoch, "evaluate")
         returns = {t: loop.evaluate(epoch, t) for t in loop.temperatures}
         main = returns[loop.temperatures[0]]
         record = {"epoch": epoch, "real_return_mean": round(float(np.mean(main)), 3),
@@ -123,6 +129,7 @@ def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress
         _plot(done, os.path.join(output_dir, "simple_curve.png"), loop_hp.problem)
         log(f"SimPLe epoch {epoch}: real return {record['real_return_mean']:.1f} after "
             f"{record['real_env_steps']} real steps")
+    _status(output_dir, int(loop_hp.epochs), "done")
     loop.close()
     return done
 
@@ -134,7 +141,7 @@ class _Loop:
     def __init__(self, output_dir: str, hp: HParams, seed: int, progress: bool, log):
         self.output_dir, self.hp, self.seed, self.progress, self.log = (
             output_dir, hp, seed, progress, log)
-        self.problem = registry.problem(hp.problem)
+        self.problem = loop_problem(hp)
         self.data_dir = os.path.join(output_dir, "data")
         self.frame_stack = int(hp.get("frame_stack_size", 1))
         self.temperatures = [float(t) for t in hp.get("eval_sampling_temps", (0.0,))]
@@ -153,7 +160,8 @@ class _Loop:
         if self._trainer is None:
             config = wm_trainer.ModelRunConfig(
                 self.hp.model, self.hp.model_hparams_set,
-                registry.hparams(self.hp.model_hparams_set).values(),
+                registry.hparams_with_overrides(self.hp.model_hparams_set,
+                                                self.hp.get("model_hparams", "")).values(),
                 os.path.abspath(self.data_dir), self.seed)
             self._trainer = wm_trainer.open_run(config, os.path.join(self.output_dir,
                                                                      "world_model"), self.log)
@@ -198,10 +206,7 @@ class _Loop:
             if self._manager.latest_checkpoint:
                 ckpt.restore(self._manager.latest_checkpoint).assert_consumed()
             # per-iteration imagined returns; lines past the checkpoint are redone
-            os.makedirs(os.path.dirname(self._imagined_path), exist_ok=True)
-            rows = [r for r in _read(self._imagined_path) if r["iteration"] <= agent.iteration]
-            with open(self._imagined_path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows)
+            rundir.keep_jsonl(self._imagined_path, lambda r: r["iteration"] <= agent.iteration)
             self._agent = agent
         return self._agent
 
@@ -266,7 +271,8 @@ class _Loop:
                     self._manager.save(checkpoint_number=agent.iteration)
                     last_save = time.perf_counter()
         self._manager.save(checkpoint_number=agent.iteration)
-        rows = [r for r in _read(self._imagined_path) if start < r["iteration"] <= target]
+        rows = [r for r in rundir.read_jsonl(self._imagined_path)
+                if start < r["iteration"] <= target]
         tail = rows[-max(1, len(rows) // 10):]
         ended = sum(r["episodes"] for r in tail)
         return round(sum(r["return_sum"] for r in tail) / ended, 3) if ended else None
@@ -306,6 +312,19 @@ class _Loop:
         self._trainer = self._store = self._agent = None
 
 
+def loop_problem(hp: HParams) -> Any:
+    """The loop's problem, with t2t's Atari knobs applied where the loop set has them:
+    frames of ``210 / resize_height_factor`` x ``160 / resize_width_factor`` and up to
+    ``max_num_noops`` no-ops after a reset."""
+    problem = registry.problem(hp.problem)
+    if hasattr(problem, "frame_size") and "resize_height_factor" in hp:
+        problem = dataclasses.replace(problem, frame_size=(
+            210 // int(hp.resize_height_factor), 160 // int(hp.resize_width_factor)))
+    if hasattr(problem, "noop_max") and "max_num_noops" in hp:
+        problem = dataclasses.replace(problem, noop_max=int(hp.max_num_noops))
+    return problem
+
+
 def evaluate_real(problem: Any, loop_hp: HParams, policy: Any, seed: int,
                   epoch: int) -> np.ndarray:
     """Game scores of ``loop_hp.eval_episodes`` real episodes of ``policy`` (which sees the
@@ -322,6 +341,14 @@ def evaluate_real(problem: Any, loop_hp: HParams, policy: Any, seed: int,
         _close(env)
 
 
+def _status(output_dir: str, epoch: int, phase: str) -> None:
+    """``status.json``: the phase the loop is in now, for a person (or a test) watching."""
+    path = os.path.join(output_dir, "status.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump({"epoch": epoch, "phase": phase, "time": time.time()}, f)
+    os.replace(path + ".tmp", path)
+
+
 def _summaries(output_dir: str, record: dict[str, Any]) -> None:
     """The epoch's record as TensorBoard scalars, against real env steps."""
     with tf.summary.create_file_writer(output_dir).as_default(step=record["real_env_steps"]):
@@ -334,21 +361,9 @@ def _summaries(output_dir: str, record: dict[str, Any]) -> None:
 
 def _plot(records: list[dict[str, Any]], path: str, problem: str) -> None:
     """Real return after each epoch against the real env steps spent so far."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot([r["real_env_steps"] for r in records], [r["real_return_mean"] for r in records],
-            "o-")
-    ax.set_xlabel("real env steps")
-    ax.set_ylabel("return (real env)")
-    ax.set_title(f"SimPLe on {problem}", fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plots.curves(path, {"": ([r["real_env_steps"] for r in records],
+                             [r["real_return_mean"] for r in records])},
+                 "real env steps", "return (real env)", f"SimPLe on {problem}", style="o-")
 
 
 def _close(env: Any) -> None:
@@ -357,22 +372,6 @@ def _close(env: Any) -> None:
         env.close()
 
 
-def _read(path: str) -> list[dict[str, Any]]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(x) for x in f if x.strip()]
-
-
 def _claim(output_dir: str, loop_hp: HParams, seed: int) -> None:
-    """Writes ``config.json``, or checks a rerun asks for the same loop."""
-    path = os.path.join(output_dir, "config.json")
-    config = {"loop": json.loads(loop_hp.to_json()), "seed": seed}
-    if os.path.exists(path):
-        with open(path) as f:
-            if json.load(f) != config:
-                raise UserError(f"'{output_dir}' holds a SimPLe run with other settings; use "
-                                "another --output_dir or the same flags to resume")
-        return
-    with open(path, "w") as f:
-        json.dump(config, f, indent=1)
+    rundir.claim(output_dir, {"loop": json.loads(loop_hp.to_json()), "seed": seed},
+                 "a SimPLe run")

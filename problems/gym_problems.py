@@ -62,11 +62,14 @@ class AtariProblem(Problem):
     actions, up to 30 no-op starts, rewards clipped to their sign (raw reward kept)."""
 
     game: str = "pong"
+    frame_size: tuple[int, int] = (105, 80)  # SimPLe: 210x160 halved
+    noop_max: int = 30
 
     def make_env(self, num_envs: int, seed: int = 0) -> Any:
         from imagined_rl.envs.atari import make_atari
 
-        return make_atari(self.game, num_envs, seed=seed)
+        return make_atari(self.game, num_envs, seed=seed, frame_size=self.frame_size,
+                          noop_max=self.noop_max)
 
 
 @dataclasses.dataclass

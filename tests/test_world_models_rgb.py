@@ -203,3 +203,19 @@ def test_rejects_vector_data_and_bad_hparams() -> None:
         tiny(MODELS[0], frames, mixed_precision="fp8")
     with pytest.raises(UserError, match="bottleneck_bits must be a positive multiple of 8"):
         tiny(MODELS[1], frames, bottleneck_bits=12)
+
+
+def test_mixed_float16_trains_with_loss_scaling(pong: str, tmp_path) -> None:
+    """float16 gradients underflow without a loss scale: the trainer wraps Adam in Keras'
+    LossScaleOptimizer (gradients unscaled, then clipped) and the loss stays finite."""
+    from imagined_rl.world_models.trainer import ModelRunConfig, ModelTrainer
+
+    hp = registry.hparams("next_frame_tiny")
+    hp.override_from_dict({"mixed_precision": "mixed_float16"})
+    config = ModelRunConfig("next_frame_basic_deterministic", "next_frame_tiny", hp.values(),
+                            pong, 0)
+    trainer = ModelTrainer(config, str(tmp_path))
+    assert isinstance(trainer.optimizer, tf.keras.optimizers.LossScaleOptimizer)
+    assert trainer.model.inputs_embed.compute_dtype == "float16"
+    record = trainer.train(4, log_every=2, progress=False)
+    assert int(trainer.step.numpy()) == 4 and np.isfinite(record["loss"])

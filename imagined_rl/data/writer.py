@@ -1,5 +1,12 @@
 """Writing recorded experience: sharded, atomic, resumable, with every real env step counted.
 
+Real env steps
+    Each shard's cost in real env steps -- every step every env took while the shard was made,
+    including those of episodes finished past the cut and of envs stepped after their episode
+    was discarded -- is written to the spec's ``env_steps`` before the shard is renamed into
+    place; ``DataSpec.env_steps_of()`` sums them. That, not the number of stored transitions,
+    is the sample cost a sample-efficiency figure reports.
+
 Shards
     ``record`` collects ``ceil(num_steps / steps_per_shard)`` shards. Every shard is produced from
     an RNG key derived from ``(seed, epoch, global shard index)`` alone: a fresh env reset, then

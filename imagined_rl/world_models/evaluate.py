@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from imagined_rl import data
+from imagined_rl import data, plots
 from imagined_rl.envs.core import make_key, split
 from imagined_rl.errors import UserError
 from imagined_rl.world_models.base import WorldModel, observation_kind
@@ -114,22 +114,8 @@ def write_video(result: dict[str, Any], path_stem: str, fps: int = 8) -> str:
     real vs imagined state dimensions for vectors. Returns the path written."""
     real, pred = result["_rollout"]["real"], result["_rollout"]["pred"]
     if real.ndim == 2:  # vector states: curves
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        dims = real.shape[1]
-        fig, axes = plt.subplots(dims, 1, figsize=(6, 1.4 * dims), dpi=100, sharex=True)
-        for d, ax in enumerate(np.atleast_1d(axes)):
-            ax.plot(real[:, d], label="real")
-            ax.plot(pred[:, d], "--", label="imagined")
-            ax.set_ylabel(f"x[{d}]")
-        np.atleast_1d(axes)[0].legend(fontsize=7)
-        fig.tight_layout()
         path = path_stem + ".png"
-        fig.savefig(path)
-        plt.close(fig)
+        plots.state_panels(path, real, pred)
         return path
     import imageio.v3 as iio
 
@@ -156,24 +142,10 @@ _PALETTE = [(1, 0.2, 0.2), (0.2, 1, 0.2), (0.3, 0.4, 1), (1, 1, 0.2), (1, 0.3, 1
 
 def plot_errors(result: dict[str, Any], path: str, title: str = "") -> None:
     """Open-loop error against steps ahead, model vs copy-last-frame."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.arange(1, result["horizon"] + 1)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(steps, result["error"], label="world model")
-    ax.plot(steps, result["copy_error"], "--", label="copy last frame")
-    ax.set_yscale("log")
-    ax.set_xlabel("steps ahead (open loop)")
-    ax.set_ylabel("mean squared error")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    steps = list(range(1, result["horizon"] + 1))
+    plots.curves(path, {"world model": (steps, result["error"]),
+                        "copy last frame": (steps, result["copy_error"])},
+                 "steps ahead (open loop)", "mean squared error", title, log_y=True)
 
 
 def evaluate_model_dir(output_dir: str, data_dir: str | None = None, horizon: int = 50,

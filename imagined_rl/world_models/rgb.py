@@ -13,7 +13,14 @@ Network (:class:`BasicDeterministic`)
     activation of the same scale on the way down (U-Net skip connections) and layer-normed. The
     action (one-hot) is injected after every down-step, at the bottleneck and before every
     up-step: ``x * sigmoid(W a) + V a`` (t2t's ``multi_additive``; ``multiplicative`` and
-    ``additive`` are the other ``action_injection`` choices). A 1x1 projection gives, for every
+    ``additive`` are the other ``action_injection`` choices). Checked against t2t's
+    ``basic_deterministic.next_frame`` and ``common_video.inject_additional_input``, we
+    deliberately differ in two ways: t2t injects only at the bottleneck and before each
+    up-step -- we also inject after every down-step, so the encoder's features can depend on
+    the action at every scale (cheap: one dense layer per scale); and t2t embeds the action
+    with ``symbol_bottom`` (a learned vector scaled by sqrt(hidden_size), which is *zero* for
+    action 0), while we feed the one-hot to each injection's dense layers, so every action,
+    NOOP included, gets its own learned vector. A 1x1 projection gives, for every
     pixel and colour channel, 256 logits (``[B, H, W, 3, 256]``): a per-sub-pixel softmax, whose
     cross-entropy is clipped as in t2t's ``padded_cross_entropy``: ``relu(xent - cutoff)`` with
     ``cutoff = video_modality_loss_cutoff``, so sub-pixels already predicted with probability

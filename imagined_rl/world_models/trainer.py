@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from imagined_rl import data, registry
+from imagined_rl import data, plots, registry, rundir
 from imagined_rl.envs.core import make_key, split
 from imagined_rl.errors import UserError
 from imagined_rl.world_models.base import WorldModel
@@ -73,13 +73,22 @@ class ModelTrainer:
         self.config, self.output_dir = config, output_dir
         self.model = build_model(config)
         self.hp = self.model.hparams
-        self.optimizer = tf.keras.optimizers.Adam(float(self.hp.learning_rate_constant))
+        self.clip = float(self.hp.get("clip_grad_norm", 0.0) or 0.0)
+        lr = float(self.hp.learning_rate_constant)
+        if self.hp.get("mixed_precision", "") == "mixed_float16":
+            # float16 gradients underflow: scale the loss up, unscale the gradients (then clip
+            # them, inside the optimizer), skip steps whose gradients overflowed (dynamic loss
+            # scale). bfloat16 needs none of this.
+            self.optimizer = tf.keras.optimizers.LossScaleOptimizer(tf.keras.optimizers.Adam(
+                lr, global_clipnorm=self.clip or None))
+            self.clip = 0.0
+        else:
+            self.optimizer = tf.keras.optimizers.Adam(lr)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               step=self.step)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=3)
-        self.clip = float(self.hp.get("clip_grad_norm", 0.0) or 0.0)
         self._dev_batches: list | None = None
         jit = bool(self.hp.get("jit", True))
         self._train_step = tf.function(self._train_step_graph, jit_compile=jit)
@@ -103,9 +112,11 @@ class ModelTrainer:
 
     def _train_step_graph(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> dict:
         variables = self.model.train_variables
+        scaled = isinstance(self.optimizer, tf.keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             loss, metrics = self.model.loss(batch, True, key)
-        grads = tape.gradient(loss, variables)
+            objective = self.optimizer.scale_loss(loss) if scaled else loss
+        grads = tape.gradient(objective, variables)
         if self.clip > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.clip)
         self.optimizer.apply_gradients(zip(grads, variables))
@@ -145,14 +156,8 @@ class ModelTrainer:
         """Trains until ``train_steps`` optimiser steps (resuming), logging as it goes."""
         out = self.output_dir
         metrics_path = os.path.join(out, "metrics.jsonl")
-        history = []
-        if os.path.exists(metrics_path):
-            with open(metrics_path) as f:
-                history = [json.loads(x) for x in f if x.strip()]
         done = int(self.step.numpy())
-        history = [h for h in history if h["step"] <= done]
-        with open(metrics_path, "w") as f:
-            f.writelines(json.dumps(h) + "\n" for h in history)
+        history = rundir.keep_jsonl(metrics_path, lambda h: h["step"] <= done)
         wall0 = history[-1]["wall_time_s"] if history else 0.0
         writer = tf.summary.create_file_writer(out)
         key = tf.random.experimental.stateless_fold_in(make_key(self.config.seed), done)
@@ -215,17 +220,9 @@ def open_run(config: ModelRunConfig, output_dir: str, log=print) -> ModelTrainer
     must ask for the same), restored from its newest checkpoint, or fresh and fitted to its
     data's base rates (``adapt``). Train it with :meth:`ModelTrainer.train`, as often as
     wanted: the SimPLe loop keeps one trainer, so the model it imagines with is one object."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "config.json")
-    if os.path.exists(path):
-        old = ModelRunConfig.load(output_dir)
-        if old != config:
-            raise UserError(f"'{output_dir}' holds a world-model run with other settings; use "
-                            "another --output_dir or the same flags to resume")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=1)
-    os.replace(tmp, path)
+    if rundir.read_config(output_dir) is not None:
+        ModelRunConfig.load(output_dir)  # a PPO run here is refused by name
+    rundir.claim(output_dir, dataclasses.asdict(config), "a world-model run")
     trainer = ModelTrainer(config, output_dir)
     if trainer.restore():
         log(f"resuming {output_dir} from step {int(trainer.step.numpy())}")
@@ -244,23 +241,7 @@ def restore_model(output_dir: str) -> tuple[WorldModel, ModelRunConfig]:
 
 
 def _plot_losses(metrics_path: str, png_path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(metrics_path) as f:
-        rows = [json.loads(x) for x in f if x.strip()]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for name in ("loss", "dev_loss"):
-        pts = [(r["step"], r[name]) for r in rows if name in r]
-        if pts:
-            ax.plot(*zip(*pts), label=name)
-    ax.set_yscale("log")
-    ax.set_xlabel("optimiser step")
-    ax.set_title(f"world model {title}", fontsize=9)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
+    rows = rundir.read_jsonl(metrics_path)
+    series = {name: ([r["step"] for r in rows if name in r], [r[name] for r in rows if name in r])
+              for name in ("loss", "dev_loss")}
+    plots.curves(png_path, series, "optimiser step", "loss", f"world model {title}", log_y=True)
