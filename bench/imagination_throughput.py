@@ -486,8 +486,9 @@ def measure_pipeline() -> list[dict[str, Any]]:
     of 4 minibatches), one compiled call per iteration, at each ``--pipeline_batch_sizes`` and
     ``--pipeline_precisions``. Imagined frames/s = envs x 50 / seconds of one iteration (the
     compiling first call excluded). FLOPs per imagined frame: the model's ``predict`` (profiled)
-    plus the policy's forward pass (profiled) times 1 + 3 x 3 (rollout; forward and ~2x for the
-    backward pass in each of 3 epochs) -- an estimate from the profiled parts."""
+    plus the agent's forward pass (profiled policy; the shared torso dominates) times
+    1 + 2 + 3 x 3 (rollout; the critic on every observation and every final observation;
+    forward and ~2x for the backward pass in each of 3 epochs) -- an estimate."""
     rows = []
     for name, hparams_set in PIPELINE_MODELS:
         for precision in FLAGS.pipeline_precisions:
@@ -521,7 +522,7 @@ def measure_pipeline() -> list[dict[str, Any]]:
                        "envs": batch, "compile_s": round(compile_s, 1),
                        "frames_per_s": round(batch * 50 / seconds, 2),
                        "model_flops": model_flops, "policy_flops": policy_flops,
-                       "flops_per_frame": model_flops + policy_flops * (1 + 3 * 3)}
+                       "flops_per_frame": model_flops + policy_flops * (1 + 2 + 3 * 3)}
                 rows.append(row)
                 print(f"pipeline {name}/{hparams_set} {precision} B={batch}: "
                       f"{row['frames_per_s']:,.1f} imagined frames/s", flush=True)

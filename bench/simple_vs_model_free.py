@@ -4,12 +4,14 @@
     python bench/simple_vs_model_free.py --loop_hparams_set=rlmb_cartpole --seeds=1
 
 For each seed: the SimPLe loop (``imagined_rl.simple``) runs its epochs; model-free PPO (the
-loop's own PPO set, on the real env) trains for the real env steps the loop used by each
-epoch's end (every step its real env took, counted by the data writer; PPO takes whole
-iterations, never more steps than the loop), from scratch each time (so it anneals its
-learning rate over that budget, its best use of it); a uniformly random policy is the
-floor. All are scored as the loop scores itself: the greedy policy's mean real return over the
-loop's ``eval_episodes`` episodes, with the same env and action seeds.
+loop's own PPO set as registered -- the loop's ``ppo_hparams`` overrides are for imagination,
+e.g. 64 imagined envs -- on the real env, through the loop's frame stack) trains for the
+real env steps the loop used by each epoch's end (every step its real env took, counted by the
+data writer; PPO takes whole iterations, never more steps than the loop), from scratch each
+time (so it anneals its learning rate over that budget, its best use of it); a uniformly
+random policy is the floor. All are scored as the loop scores itself: the greedy policy's
+mean real return over the loop's ``eval_episodes`` episodes, with the same env and action
+seeds.
 Writes ``results/<out_name>.md`` and ``.json``.
 """
 
@@ -54,8 +56,10 @@ def model_free(problem: Any, loop_hp: Any, steps: int, seed: int,
     t0 = time.perf_counter()
     env = problem.make_env(int(hp.num_envs), seed=seed)
     k = int(loop_hp.get("frame_stack_size", 1))
-    agent = PPO(FrameStack(env, k) if k > 1 else env, hp, steps, seed=seed)
-    iterations = max(1, steps // agent.steps_per_iteration)  # never more than the loop's steps
+    per_iteration = int(hp.epoch_length) * int(hp.num_envs)
+    iterations = max(1, steps // per_iteration)  # whole iterations, not more than the loop's
+    agent = PPO(FrameStack(env, k) if k > 1 else env, hp, iterations * per_iteration,
+                seed=seed)  # so the learning rate anneals to 0 at the end of the budget
     agent.train(iterations)  # in compiled calls of iterations_per_call
     seconds = time.perf_counter() - t0
     policy = lambda obs, key: agent.act(obs, key, greedy=True)

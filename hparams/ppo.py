@@ -109,7 +109,7 @@ def ppo_minatar() -> HParams:
 @register_hparams
 def ppo_minatar_cnn() -> HParams:
     """MinAtar with the conv torso of its paper (Young & Tian 2019: 16 3x3 filters, 128 units)
-    under linear heads."""
+    under linear heads; SAME padding (the paper: VALID), so the dense layer sees 10x10x16."""
     hp = ppo_minatar()
     hp.override_from_dict(dict(
         network="nature_cnn", conv_filters=(16,), conv_kernels=(3,), conv_strides=(1,),

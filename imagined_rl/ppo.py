@@ -95,7 +95,8 @@ def init_torso(network: str, obs_shape: tuple[int, ...], hp: Any, num_seeds: int
     ``conv_strides``, default 32-64-64, 8-4-3, 4-2-1) and a ``torso_units`` ReLU layer (512).
     ``impala_cnn``: Espeholt et al. (2018)'s small ResNet, one stage per ``impala_channels``
     (16-32-32): conv 3x3, max-pool 3x3 stride 2, two residual blocks; then ``torso_units`` (256).
-    Padding is SAME, so small grids (MinAtar's 10x10) work too.
+    Padding is SAME (unlike the papers' VALID), so small grids (MinAtar's 10x10) work too and
+    the dense layer sees ``ceil(H / stride)``-sized maps (Nature CNN on 84x84: 11x11x64).
     """
     if len(obs_shape) != 3:
         raise HParamsError(f"network={network} needs image observations [H, W, C], got shape "
@@ -342,7 +343,7 @@ class PPO:
             shape = tuple(self.env.observation_spec.shape)
             for name in ("torso",) if self.share_torso else ("pi_torso", "v_torso"):
                 params[name], width = init_torso(self.network, shape, hp, s,
-                                                 self.seed + 104729 * len(params))
+                                                 self.seed + 104729 * (len(params) + 1))
         params["pi"] = init_mlp([width, *hp.policy_layers, self.act_dim], 0.01, s, self.seed)
         params["v"] = init_mlp([width, *hp.value_layers, 1], 1.0, s, self.seed + 7919)
         if not self.discrete:

@@ -52,11 +52,21 @@ def atomic_write(path: str, text: str) -> None:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file (none if it does not exist)."""
+    """The records of a JSON-lines file (none if it does not exist). A last line cut short by a
+    kill mid-append is dropped (the next :func:`keep_jsonl` rewrites the file without it)."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise UserError(f"{path}: line {i + 1} is not JSON; the run directory is damaged"
+                                ) from None
+    return rows
 
 
 def keep_jsonl(path: str, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:

@@ -21,7 +21,8 @@ the compiled imagination program is built once. Every phase resumes where it sto
 skips complete shards; the world model is checkpointed at the end of each epoch's training and a
 killed phase is redone from there (same data order, so the same weights); the agent is
 checkpointed through its phase (its imagined envs are part of its state) and at its end. So
-rerunning the same command after a kill continues the loop and writes the same record.
+rerunning the same command after a kill continues the loop and writes the same record (on
+CPU; GPU kernels are deterministic only with ``tf.config.experimental.enable_op_determinism()``).
 
 Schedules (tensor2tensor's, see ``hparams/rlmb.py``): the world model trains
 ``model_train_steps`` more steps each epoch, times ``initial_epoch_train_steps_multiplier`` at
@@ -60,8 +61,15 @@ MODEL_MULTIPLIER_EPOCHS = (0, 1, 4, 9, 14)  # t2t's world_model_step_increment
 
 
 def real_steps(hp: HParams, epoch: int) -> int:
-    """Real env steps asked for in ``epoch`` (the recording rounds up to whole batch steps)."""
+    """Real env steps asked for in ``epoch`` (see :func:`steps_per_shard` for the rounding)."""
     return int(hp.real_steps_first if epoch == 0 else hp.real_steps_per_epoch)
+
+
+def steps_per_shard(steps: int) -> int:
+    """The shard size of an epoch's recording: a quarter of its steps, at least 1000. Each
+    shard is cut at ``ceil(steps_per_shard / envs)`` batch steps, so an epoch takes
+    ``ceil(steps / per_shard) * ceil(per_shard / envs) * envs`` real steps."""
+    return max(1000, steps // 4)
 
 
 def model_steps_target(hp: HParams, epoch: int) -> int:
@@ -144,6 +152,14 @@ class _Loop:
         self.problem = loop_problem(hp)
         self.data_dir = os.path.join(output_dir, "data")
         self.frame_stack = int(hp.get("frame_stack_size", 1))
+        # t2t's real_batch_size: envs stepped together while collecting (fewer envs, longer
+        # stretches of each game in an epoch's budget)
+        self.real_num_envs = int(hp.get("real_num_envs", self.problem.num_envs))
+        history = int(registry.hparams(hp.model_hparams_set).get("history", 1))
+        if self.frame_stack > history:
+            raise UserError(f"frame_stack_size={self.frame_stack} is more than the world "
+                            f"model's history ({history}, {hp.model_hparams_set}): imagination "
+                            "can only show the frames the model sees")
         self.temperatures = [float(t) for t in hp.get("eval_sampling_temps", (0.0,))]
         self.ppo_hp = registry.hparams_with_overrides(hp.ppo_hparams_set, hp.ppo_hparams)
         self.ppo_hp.learning_rate_decay = False  # SimPLe keeps a constant learning rate
@@ -183,14 +199,13 @@ class _Loop:
         """Frames the store must hold: every frame is a step's arrival or an episode's first,
         and every stored episode has a step, so at most 2 frames per real env step (plus the
         rounding of each shard up to whole batch steps)."""
-        n = int(self.problem.num_envs)
+        n = self.real_num_envs
         total = 0
         for epoch in range(int(self.hp.epochs)):
             steps = real_steps(self.hp, epoch)
-            per_shard = max(1000, steps // 4)
+            per_shard = steps_per_shard(steps)
             total += math.ceil(steps / per_shard) * math.ceil(per_shard / n) * n
-        slack = 2 if not self.hp.get("collect_finish_episodes", False) else 4
-        return slack * total
+        return 2 * total
 
     def agent_for(self, epochs: int) -> PPO:
         """The agent (restored if checkpointed), imagining from the first ``epochs`` epochs."""
@@ -218,7 +233,7 @@ class _Loop:
     # -- the phases -----------------------------------------------------------------------
     def collect(self, epoch: int) -> None:
         """Records the epoch's real experience: a random policy first, then the agent's."""
-        env = self.problem.make_env(self.problem.num_envs, seed=self.seed + epoch)
+        env = self.problem.make_env(self.real_num_envs, seed=self.seed + epoch)
         if epoch == 0:
             policy = lambda obs, key: random_actions(env.action_spec, env.num_envs, key)
             policy_id, stack = "random", 1
@@ -229,9 +244,9 @@ class _Loop:
         steps = real_steps(self.hp, epoch)
         try:
             data.record(env, policy, steps, self.data_dir, self.seed, epoch=epoch,
-                        problem=self.problem.name, steps_per_shard=max(1000, steps // 4),
+                        problem=self.problem.name, steps_per_shard=steps_per_shard(steps),
                         progress=self.progress, policy_id=policy_id, frame_stack=stack,
-                        finish_episodes=bool(self.hp.get("collect_finish_episodes", False)))
+                        finish_episodes=False)  # SimPLe's: cut at the budget
         finally:
             _close(env)
 
@@ -284,8 +299,8 @@ class _Loop:
     def model_quality(self, epoch: int) -> dict[str, Any]:
         """SimPLe's world-model metric, reward accuracy@12/@50 of open-loop rollouts on the dev
         episodes (None where no episode is long enough), and the epoch's video."""
-        out: dict[str, Any] = {"reward_accuracy@12": None, "reward_accuracy@50": None,
-                               "video": None}
+        names = [f"{m}reward_accuracy@{n}" for n in (12, 50) for m in ("", "majority_")]
+        out: dict[str, Any] = {**dict.fromkeys(names), "video": None}
         try:
             eps = wm_evaluate.episodes(self.data_dir, "dev")
         except UserError:
@@ -298,14 +313,16 @@ class _Loop:
                                                self.seed)
             except UserError:
                 continue
-            for n in (12, 50):
-                if out[f"reward_accuracy@{n}"] is None and f"reward_accuracy@{n}" in result:
-                    out[f"reward_accuracy@{n}"] = round(result[f"reward_accuracy@{n}"], 4)
+            for name in names:
+                if out[name] is None and name in result:
+                    out[name] = round(result[name], 4)
             if out["video"] is None:
                 os.makedirs(os.path.join(self.output_dir, "videos"), exist_ok=True)
                 path = wm_evaluate.write_video(
                     result, os.path.join(self.output_dir, "videos", f"epoch{epoch}"))
                 out["video"] = os.path.relpath(path, self.output_dir)
+            if all(out[name] is not None for name in names):
+                break  # the 50-step rollouts scored @12 as well
         return out
 
     def close(self) -> None:
@@ -319,7 +336,7 @@ def loop_problem(hp: HParams) -> Any:
     problem = registry.problem(hp.problem)
     if hasattr(problem, "frame_size") and "resize_height_factor" in hp:
         problem = dataclasses.replace(problem, frame_size=(
-            210 // int(hp.resize_height_factor), 160 // int(hp.resize_width_factor)))
+            210 // int(hp.resize_height_factor), 160 // int(hp.get("resize_width_factor", 2))))
     if hasattr(problem, "noop_max") and "max_num_noops" in hp:
         problem = dataclasses.replace(problem, noop_max=int(hp.max_num_noops))
     return problem
@@ -343,10 +360,8 @@ def evaluate_real(problem: Any, loop_hp: HParams, policy: Any, seed: int,
 
 def _status(output_dir: str, epoch: int, phase: str) -> None:
     """``status.json``: the phase the loop is in now, for a person (or a test) watching."""
-    path = os.path.join(output_dir, "status.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"epoch": epoch, "phase": phase, "time": time.time()}, f)
-    os.replace(path + ".tmp", path)
+    rundir.atomic_write(os.path.join(output_dir, "status.json"),
+                        json.dumps({"epoch": epoch, "phase": phase, "time": time.time()}))
 
 
 def _summaries(output_dir: str, record: dict[str, Any]) -> None:

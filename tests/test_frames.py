@@ -116,3 +116,33 @@ def test_frame_store_refuses_overflow_and_grows_under_a_compiled_sampler():
     assert sample.experimental_get_tracing_count() == 1
     with pytest.raises(UserError, match="FrameStore is full"):
         store.add(obs[:1], episode[:1], final[:1])
+
+
+def test_an_empty_store_is_refused_in_one_line():
+    from imagined_rl import registry
+    from imagined_rl.data import DataSpec
+    from imagined_rl.envs.simulated import SimulatedBatchEnv
+
+    spec = DataSpec("cartpole", (4,), "float32", "float", {"kind": "discrete", "n": 2})
+    model = registry.model("vector_ensemble")(spec, registry.hparams("world_model_vector"))
+    store = FrameStore([4], tf.float32, model.history, capacity=10)
+    store.add(np.zeros([1, 4], np.float32), np.zeros(1, np.int64), np.ones(1, bool))
+    with pytest.raises(UserError, match="no recorded episode has 1 frames") as err:
+        SimulatedBatchEnv(model, store, 2)
+    assert "\n" not in str(err.value)
+
+
+def test_a_log_line_cut_by_a_kill_is_dropped(tmp_path):
+    from imagined_rl import rundir
+
+    path = str(tmp_path / "log.jsonl")
+    with open(path, "w") as f:
+        f.write('{"step": 1}\n{"step": 2}\n{"ste')
+    assert rundir.read_jsonl(path) == [{"step": 1}, {"step": 2}]
+    assert rundir.keep_jsonl(path, lambda r: r["step"] < 2) == [{"step": 1}]
+    with open(path) as f:
+        assert f.read() == '{"step": 1}\n'
+    with open(path, "w") as f:
+        f.write('{"ste\n{"step": 2}\n')
+    with pytest.raises(UserError, match="line 1 is not JSON"):
+        rundir.read_jsonl(path)

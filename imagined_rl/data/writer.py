@@ -5,7 +5,8 @@ Real env steps
     including those of episodes finished past the cut and of envs stepped after their episode
     was discarded -- is written to the spec's ``env_steps`` before the shard is renamed into
     place; ``DataSpec.env_steps_of()`` sums them. That, not the number of stored transitions,
-    is the sample cost a sample-efficiency figure reports.
+    is the sample cost a sample-efficiency figure reports. (Steps an env takes inside its own
+    reset, such as ALE's random no-op starts, are the env's business and not counted.)
 
 Shards
     ``record`` collects ``ceil(num_steps / steps_per_shard)`` shards. Every shard is produced from
@@ -241,6 +242,7 @@ def record(
             "env": env.name,
             "reward_clip": None if reward_clip is None else [float(v) for v in reward_clip],
             "policy": policy_id,  # a resumed epoch must not mix shards of two policies
+            "frame_stack": int(frame_stack),
         },
     )
     splits = shard_splits(num_shards, dev_fraction)
@@ -257,7 +259,7 @@ def record(
         desc=f"recording epoch {epoch}", dynamic_ncols=True,
     ) as bar:
         recorder = _ShardRecorder(
-            data_dir, stepped, _make_step_fn(stepped, policy, channels),
+            data_dir, stepped, channels, _make_step_fn(stepped, policy, channels),
             _EpisodeEncoder(spec, epoch), steps_per_shard, finish_episodes, reward_clip,
             max_episode_steps, on_step, bar,
         )
@@ -331,7 +333,7 @@ def _count_env_steps(data_dir: str, epoch: int, shard: int, env_steps: int) -> N
 
 def _make_step_fn(
     env: BatchEnv, policy: Policy, channels: int | None
-) -> Callable[[Any, tf.Tensor, tf.Tensor], tuple[Any, tf.Tensor, Any, tf.Tensor]]:
+) -> Callable[[Any, tf.Tensor, tf.Tensor], tuple[Any, tf.Tensor, Any, tf.Tensor, tf.Tensor]]:
     """One ``tf.function`` call per batch step: draw keys, act, step the env. For a
     :class:`FrameStack` of frames with ``channels`` channels the policy sees the stack, the
     returned step (what is recorded) only each observation's newest frame."""
@@ -356,6 +358,7 @@ class _ShardRecorder:
 
     data_dir: str
     env: BatchEnv
+    channels: int | None  # a FrameStack env: its frames' channels (recorded: the newest)
     step_fn: Callable[..., Any]
     encoder: _EpisodeEncoder
     steps_per_shard: int
@@ -404,8 +407,8 @@ class _ShardRecorder:
 
         reset_key, key = tf.unstack(split(key))
         state, policy_obs = env.reset(reset_key)
-        obs_np = _check_obs(env, policy_obs[..., -spec.obs_shape[-1]:] if isinstance(
-            env, FrameStack) else policy_obs, spec, "reset obs")
+        obs_np = _check_obs(env, policy_obs[..., -self.channels:] if self.channels else
+                            policy_obs, spec, "reset obs")
         current = [_Episode(obs=[obs_np[i]]) for i in range(n)]
         active = [True] * n  # False: this env's episode began after the cut; ignore the env
         cut = False  # the shard has its steps; finish the running episodes, start no more

@@ -123,6 +123,9 @@ class SimulatedBatchEnv(Environment):
         if (starts.history, *starts.obs_shape) != (model.history, *spec.obs_shape):
             raise UserError(f"start windows have shape {[starts.history, *starts.obs_shape]}, "
                             f"the model needs {[model.history, *spec.obs_shape]}")
+        if int(starts.num_windows.numpy()) == 0:
+            raise UserError(f"no recorded episode has {model.history} frames before its last to "
+                            "start an imagined episode from: record more (or longer) episodes")
         if not 1 <= int(frame_stack) <= model.history:
             raise UserError(f"frame_stack={frame_stack}: imagination can stack 1 to the model's "
                             f"history ({model.history}) frames")

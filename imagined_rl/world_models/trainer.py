@@ -157,6 +157,8 @@ class ModelTrainer:
         out = self.output_dir
         metrics_path = os.path.join(out, "metrics.jsonl")
         done = int(self.step.numpy())
+        if done >= train_steps:
+            return {}  # already there (a resumed loop): no data to read, nothing to save
         history = rundir.keep_jsonl(metrics_path, lambda h: h["step"] <= done)
         wall0 = history[-1]["wall_time_s"] if history else 0.0
         writer = tf.summary.create_file_writer(out)
