@@ -491,6 +491,8 @@ def measure_pipeline() -> list[dict[str, Any]]:
     forward and ~2x for the backward pass in each of 3 epochs) -- an estimate."""
     rows = []
     for name, hparams_set in PIPELINE_MODELS:
+        if FLAGS.hparams_sets and hparams_set not in FLAGS.hparams_sets:
+            continue
         for precision in FLAGS.pipeline_precisions:
             hp = registry.hparams(hparams_set)
             hp.mixed_precision = "" if precision == "float32" else precision

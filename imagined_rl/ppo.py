@@ -271,6 +271,11 @@ def adam(params, grads, m, v, step, lr, b1=0.9, b2=0.999, eps=1e-5):
     return new_p, new_m, new_v
 
 
+def _accelerator() -> bool:
+    """Whether TensorFlow sees a GPU or TPU (XLA compiles conv torsos well there)."""
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
 # --------------------------------------------------------------------------------------------
 # The agent.
 # --------------------------------------------------------------------------------------------
@@ -329,6 +334,10 @@ class PPO:
         }
         self.state = tf.nest.map_structure(lambda t: tf.Variable(t, trainable=False), carry)
         jit = bool(getattr(hparams, "jit", True))
+        if jit and self.network != "mlp" and not _accelerator() and not bool(
+                getattr(hparams, "xla_convs_on_cpu", False)):
+            jit = False  # XLA:CPU's conv gradients: ~6x slower than TF's kernels (bench/README)
+        self.jit = jit
         self._train = tf.function(self._train_graph, jit_compile=jit and env.jit_compatible)
         if jit and not env.jit_compatible:  # host-stepped env: compile the update part only
             self._update = tf.function(self._update, jit_compile=True)

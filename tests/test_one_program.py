@@ -41,10 +41,12 @@ def test_ppo_in_imagination_is_one_xla_program(model_name, hparams_set, spec, pp
     model = registry.model(model_name)(spec, registry.hparams(hparams_set))
     store = _store(spec, model.history)
     model.predict(store.sample(2, make_key(0)), tf.zeros([2], tf.int32), make_key(1))  # build
-    hp = registry.hparams(ppo_set).parse(extra or "num_envs=8,epoch_length=8")
+    hp = registry.hparams(ppo_set).parse(  # XLA, as on a GPU/TPU (CPU: a plain TF graph)
+        (extra or "num_envs=8,epoch_length=8") + ",xla_convs_on_cpu=True")
     stack = model.history if spec is PONG else 1
     sim = SimulatedBatchEnv(model, store, int(hp.num_envs), 50, frame_stack=stack)
     agent = PPO(sim, hp, total_env_steps=1000)
+    assert agent.jit
     iterations = tf.constant(1)
     hlo = agent._train.experimental_get_compiler_ir(iterations)(stage="hlo")
     assert hlo.count("ENTRY") == 1  # the whole call: one compiled module

@@ -92,6 +92,7 @@ def test_ppo_runs_on_stacked_atari_frames():
     env = FrameStack(make_atari("pong", 2, seed=0), 4)
     assert env.observation_spec.shape == (105, 80, 12)
     agent = PPO(env, hp, total_env_steps=32, seed=0)
+    assert agent.jit == bool(tf.config.list_logical_devices("GPU"))  # XLA convs: not on a CPU
     out = agent.train(2)
     assert np.all(np.isfinite(out["policy_loss"])) and agent.env_steps == 2 * 8 * 2
     env.close()
