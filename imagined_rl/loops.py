@@ -125,11 +125,7 @@ class RunConfig:
 
     @classmethod
     def load(cls, output_dir: str) -> RunConfig:
-        path = os.path.join(output_dir, "config.json")
-        if not os.path.exists(path):
-            raise UserError(f"no run in '{output_dir}' (missing config.json); train one first")
-        with open(path) as f:
-            raw = json.load(f)
+        raw = rundir.load_config(output_dir, "PPO run")
         if "model" in raw:
             raise UserError(f"'{output_dir}' holds a world-model run, not a PPO run; use "
                             "imagined-rl evaluate_model on it")

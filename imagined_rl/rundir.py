@@ -23,6 +23,15 @@ def read_config(output_dir: str) -> dict[str, Any] | None:
         return json.load(f)
 
 
+def load_config(output_dir: str, what: str) -> dict[str, Any]:
+    """The ``config.json`` of an existing run, or a one-line :class:`UserError` naming ``what``
+    ("PPO run", ...) when there is none."""
+    config = read_config(output_dir)
+    if config is None:
+        raise UserError(f"no {what} in '{output_dir}' (missing {CONFIG}); train one first")
+    return config
+
+
 def check(output_dir: str, config: dict[str, Any], what: str) -> None:
     """Raises a one-line :class:`UserError` naming the differing settings when ``output_dir``
     already holds a run whose config is not ``config`` (``what``: "a PPO run", ...)."""

@@ -49,11 +49,7 @@ class ModelRunConfig:
 
     @classmethod
     def load(cls, output_dir: str) -> ModelRunConfig:
-        path = os.path.join(output_dir, "config.json")
-        if not os.path.exists(path):
-            raise UserError(f"no world-model run in '{output_dir}' (missing config.json)")
-        with open(path) as f:
-            raw = json.load(f)
+        raw = rundir.load_config(output_dir, "world-model run")
         if "model" not in raw:
             raise UserError(f"'{output_dir}' holds a PPO run, not a world-model run")
         return cls(**raw)
