@@ -74,17 +74,16 @@ def init_conv(size: int, n_in: int, n_out: int, num_seeds: int, seed: int) -> tu
     return w, tf.zeros([num_seeds, n_out])
 
 
+def _per_agent(fn, x: tf.Tensor) -> tf.Tensor:
+    """Applies ``fn(i, images [B, H, W, C])`` to each agent's slice of ``[S, B, H, W, C]``."""
+    outs = [fn(i, x[i]) for i in range(x.shape[0])]
+    return outs[0][None] if len(outs) == 1 else tf.stack(outs)
+
+
 def conv(layer: tuple, x: tf.Tensor, stride: int = 1) -> tf.Tensor:
     """``x [S, B, H, W, C]`` -> each agent's conv (SAME padding) of its own images."""
     w, b = layer
-    outs = [tf.nn.conv2d(x[i], w[i], stride, "SAME") + b[i] for i in range(w.shape[0])]
-    return outs[0][None] if len(outs) == 1 else tf.stack(outs)
-
-
-def _per_agent(fn, x: tf.Tensor) -> tf.Tensor:
-    """Applies an op on ``[B, H, W, C]`` to each agent's slice of ``[S, B, H, W, C]``."""
-    outs = [fn(x[i]) for i in range(x.shape[0])]
-    return outs[0][None] if len(outs) == 1 else tf.stack(outs)
+    return _per_agent(lambda i, z: tf.nn.conv2d(z, w[i], stride, "SAME") + b[i], x)
 
 
 def init_torso(network: str, obs_shape: tuple[int, ...], hp: Any, num_seeds: int,
@@ -125,7 +124,7 @@ def torso(network: str, layers: dict, x: tf.Tensor, hp: Any) -> tf.Tensor:
         for layer, st in zip(layers["convs"], hp.conv_strides):
             x = tf.nn.relu(conv(layer, x, int(st)))
     else:
-        pool = lambda z: tf.nn.max_pool2d(z, 3, 2, "SAME")
+        pool = lambda _, z: tf.nn.max_pool2d(z, 3, 2, "SAME")
         for first, *blocks in layers["convs"]:
             x = _per_agent(pool, conv(first, x))
             for a, b in zip(blocks[::2], blocks[1::2]):
@@ -636,7 +635,6 @@ class PPO:
     # ---- acting outside the training graph ------------------------------------------------
     def _act_graph(self, params: Params, obs: tf.Tensor, key: tf.Tensor,
                    temperature: tf.Tensor):
-        params = tf.nest.map_structure(lambda p: p[:1], params)
         out = self._policy(params, self._features(obs, num_seeds=1))
         t = tf.maximum(temperature, 1e-6)
         if self.discrete:
