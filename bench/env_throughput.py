@@ -8,7 +8,9 @@ All figures are random-policy env steps per second on this machine, in one run:
 2. gymnasium CartPole-v1: one env in a Python loop, and a ``SyncVectorEnv`` of 8;
 3. the gymnasium adapter (``GymEnv``, host steps through ``tf.numpy_function`` inside a compiled
    rollout loop) vs the same gymnasium vector env stepped directly, for CartPole, MinAtar
-   Breakout and ALE Pong (SimPLe's 105x80 RGB preprocessing).
+   Breakout and ALE Pong (SimPLe's 105x80 RGB preprocessing);
+4. the five MinAtar games: native (XLA) at N = 1, 64, 1024 vs the ``minatar`` package itself
+   (one env in a Python loop, the real simulator) vs the adapter over it (8 envs).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import json
 import os
 import platform
 import sys
+import time
 
 import gymnasium as gym
+import numpy as np
 import tensorflow as tf
 from absl import app, flags
 from common import cpu_name, gym_single_sps, in_graph_sps, vector_sps  # bench/common.py
@@ -27,10 +31,28 @@ from common import cpu_name, gym_single_sps, in_graph_sps, vector_sps  # bench/c
 from imagined_rl.envs.atari import make_atari, make_minatar
 from imagined_rl.envs.classic import CartPole
 from imagined_rl.envs.gym_adapter import GymEnv
+from imagined_rl.envs.minatar import GAMES
 
 flags.DEFINE_float("seconds", 3.0, "target seconds per measurement")
 flags.DEFINE_string("out_dir", os.path.join(os.path.dirname(__file__), "results"), "output")
+flags.DEFINE_bool("minatar", True, "measure the five MinAtar games (native, package, adapter)")
 FLAGS = flags.FLAGS
+
+
+def minatar_sps(game: str, seconds: float) -> float:
+    """The ``minatar`` package: one env, random minimal-set actions, in a Python loop."""
+    from minatar import Environment
+
+    env, rng = Environment(game), np.random.default_rng(0)
+    actions = env.minimal_action_set()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for a in rng.choice(actions, 1000):
+            _, done = env.act(a)
+            if done:
+                env.reset()
+        steps += 1000
+    return steps / (time.perf_counter() - start)
 
 
 def main(_: list[str]) -> None:
@@ -59,6 +81,20 @@ def main(_: list[str]) -> None:
         add(name, "same vector env stepped directly", vector_sps(env.venv, FLAGS.seconds))
         env.close()
 
+    ratios = []
+    for game, cls in GAMES.items() if FLAGS.minatar else ():
+        group = f"MinAtar {game}"
+        native = {n: in_graph_sps(cls(n, max_episode_steps=10_000), 1000 if n < 256 else 200,
+                                  FLAGS.seconds) for n in (1, 64, 1024)}
+        for n, sps in native.items():
+            add(group, f"native (XLA), N={n}", sps)
+        package = minatar_sps(game, FLAGS.seconds)
+        add(group, "minatar package, 1 env, Python loop", package)
+        env = make_minatar(game, 8)
+        add(group, "adapter over the package, 8 envs", in_graph_sps(env, 100, FLAGS.seconds))
+        env.close()
+        ratios.append(f"{game} {native[1024] / package:.0f}x")
+
     native = {w: s for g, w, s in rows if g.startswith("native")}
     single = next(s for g, w, s in rows if w.startswith("1 env"))
     meta = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
@@ -69,6 +105,9 @@ def main(_: list[str]) -> None:
     lines += [f"| {g} | {w} | {s:,.0f} |" for g, w, s in rows]
     lines += ["", f"Native CartPole at N=4096 is {native['N=4096'] / single:.0f}x one gymnasium "
               "CartPole in a Python loop."]
+    if ratios:
+        lines += ["", "Native MinAtar at N=1024 vs the minatar package (one env, Python loop): "
+                  + ", ".join(ratios) + "."]
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     with open(os.path.join(FLAGS.out_dir, "env_throughput.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

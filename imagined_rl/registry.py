@@ -5,8 +5,8 @@ This is tensor2tensor's ``registry`` for imagined_rl: a function decorated with
 ``--hparams="a=1,b=2"``), a problem class decorated with :func:`register_problem` with its name,
 and so on. Registration happens when the defining module is imported; the registry imports the
 packages that hold the built-in definitions (``imagined_rl.hparams``, ``imagined_rl.problems``,
-and for envs ``imagined_rl.envs.classic``) lazily, on the first lookup or listing, so importing
-this module stays cheap and free of TensorFlow.
+and for envs ``imagined_rl.envs.classic`` and ``imagined_rl.envs.minatar``) lazily, on the first
+lookup or listing, so importing this module stays cheap and free of TensorFlow.
 
 Unknown names raise :class:`~imagined_rl.errors.UnknownNameError` with a one-line message that
 suggests close matches. Mistakes in the definitions themselves (a bad or duplicate name) are
@@ -52,7 +52,7 @@ _MAX_LISTED = 8  # how many known names an error lists when nothing is close
 # Importing these registers the built-in entries. The env module imports TensorFlow, so it is
 # imported only for env lookups, and may not exist (yet) in a given checkout.
 _BUILTIN_PACKAGES = ("imagined_rl.hparams", "imagined_rl.problems")
-_ENV_MODULE = "imagined_rl.envs.classic"
+_ENV_MODULES = ("imagined_rl.envs.classic", "imagined_rl.envs.minatar")
 _MODEL_PACKAGE = "imagined_rl.world_models"  # imports TensorFlow too: only for model lookups
 
 
@@ -64,8 +64,8 @@ def _populate(kind: str) -> None:
     """
     for package in _BUILTIN_PACKAGES:
         importlib.import_module(package)
-    module = {"env": _ENV_MODULE, "model": _MODEL_PACKAGE}.get(kind)
-    if module:
+    modules = {"env": _ENV_MODULES, "model": (_MODEL_PACKAGE,)}.get(kind, ())
+    for module in modules:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:

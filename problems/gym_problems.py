@@ -74,14 +74,24 @@ class AtariProblem(Problem):
 
 @dataclasses.dataclass
 class MinAtarProblem(Problem):
-    """A MinAtar game: 10x10xC binary observations, minimal action set."""
+    """A MinAtar game: 10x10xC binary observations, minimal action set, episodes cut at
+    ``max_episode_steps``; the native in-graph game (exact to the ``minatar`` package), or with
+    ``native=False`` the ``minatar`` package itself through the gymnasium adapter."""
 
     game: str = "breakout"
+    max_episode_steps: int = 10_000
+    native: bool = True
 
     def make_env(self, num_envs: int, seed: int = 0) -> Any:
+        if self.native:
+            from imagined_rl import registry
+
+            return registry.env(self.env_id)(num_envs=num_envs,
+                                             max_episode_steps=self.max_episode_steps)
         from imagined_rl.envs.atari import make_minatar
 
-        return make_minatar(self.game, num_envs, seed=seed)
+        return make_minatar(self.game, num_envs, seed=seed,
+                            max_episode_steps=self.max_episode_steps)
 
 
 def _camel(game: str) -> str:
