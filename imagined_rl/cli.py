@@ -131,7 +131,7 @@ def evaluate() -> int:
     else:
         print(f"{config.env}: mean return {result['mean_return']:.2f} ± "
               f"{result['std_return']:.2f} over {result['episodes']} episodes "
-              f"(agent at env step {result['env_steps']})")
+              f"(agent at env step {result['env_steps']}){loops.unfinished_note(result)}")
     return 0
 
 
@@ -216,8 +216,19 @@ def main(argv: list[str]) -> int:
     return commands[command]()
 
 
+def _require_tensorflow() -> None:
+    """One line, not a traceback, when no TensorFlow build was installed (it is an extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise UserError("TensorFlow is not installed; install the build for your machine: "
+                        "pip install 'imagined_rl[cpu]' (or [gpu], [tpu]; from a checkout: "
+                        "pip install -e '.[cpu]')")
+
+
 def _main(argv: list[str]) -> None:
     try:
+        _require_tensorflow()
         sys.exit(main(argv))
     except UserError as e:
         print(f"imagined-rl: error: {e}", file=sys.stderr)

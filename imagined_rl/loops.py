@@ -35,6 +35,8 @@ from imagined_rl.errors import UserError
 from imagined_rl.hparams_lib import HParams
 from imagined_rl.ppo import PPO
 
+EVAL_MAX_STEPS = 10_000  # evaluation's cap on an episode where the env has no time limit
+
 
 def make_env(env_id: str, num_envs: int, seed: int = 0) -> BatchEnv:
     """A batch env for ``env_id``: a registered native env, any other gymnasium id (stepped on the
@@ -59,11 +61,18 @@ def make_env(env_id: str, num_envs: int, seed: int = 0) -> BatchEnv:
         return registry.env(env_id)(num_envs=num_envs)
     import gymnasium as gym
 
-    if env_id in gym.registry:
-        from imagined_rl.envs.gym_adapter import GymEnv
+    try:
+        gym.spec(env_id)
+    except gym.error.NameNotFound:
+        return registry.env(env_id)  # raises UnknownNameError with the close matches
+    except gym.error.Error as e:  # a deprecated or missing version: gymnasium names the right one
+        raise UserError(f"env '{env_id}': {e}") from None
+    from imagined_rl.envs.gym_adapter import GymEnv
 
+    try:
         return GymEnv(env_id, num_envs, seed=seed)
-    return registry.env(env_id)  # raises UnknownNameError with the close matches
+    except gym.error.DependencyNotInstalled as e:  # e.g. Box2D for LunarLander
+        raise UserError(f"env '{env_id}' needs a package that is not installed: {e}") from None
 
 
 def env_for(config: RunConfig, num_envs: int) -> BatchEnv:
@@ -85,14 +94,16 @@ def reward_threshold(env_id: str) -> float | None:
 
 def evaluate(
     env: BatchEnv, policy: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], seed: int = 0,
-    max_steps: int | None = None,
-) -> np.ndarray:
+    max_steps: int | None = None, *, with_finished: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Returns of the first episode of each of ``env.num_envs`` envs under ``policy(obs, key)``.
 
     Runs until every env has finished one episode (or ``max_steps``, default the env's time
     limit, or 10k). Each env counts only its first episode; later auto-reset episodes are ignored.
+    ``with_finished`` also returns which episodes ended within the cap (the others' returns are
+    those of the cap's steps only: a policy that never reaches the goal, say).
     """
-    limit = max_steps or env.max_episode_steps or 10_000
+    limit = max_steps or env.max_episode_steps or EVAL_MAX_STEPS
     key = make_key(seed)
     reset_key, key = tf.unstack(split(key))
     state, obs = env.reset(reset_key)
@@ -107,7 +118,7 @@ def evaluate(
         obs = step.obs
         if not active.any():
             break
-    return returns
+    return (returns, ~active) if with_finished else returns
 
 
 @dataclasses.dataclass
@@ -215,7 +226,7 @@ def train_model_free(
                    else f" — below the solved threshold {threshold:g}")
     log(f"{config.env}: greedy mean return {result['mean_return']:.1f} ± "
         f"{result['std_return']:.1f} over {result['episodes']} episodes after "
-        f"{agent.env_steps} env steps{verdict}")
+        f"{agent.env_steps} env steps{verdict}{unfinished_note(result)}")
     return result
 
 
@@ -223,9 +234,20 @@ def evaluate_agent(agent: PPO, config: RunConfig, episodes: int, greedy: bool = 
                    seed: int = 12345) -> dict[str, Any]:
     """Greedy (or sampled) returns of ``episodes`` fresh episodes of agent 0 on the real env."""
     env = env_for(config, episodes)
-    returns = evaluate(env, lambda obs, key: agent.act(obs, key, greedy=greedy), seed=seed)
+    returns, finished = evaluate(env, lambda obs, key: agent.act(obs, key, greedy=greedy),
+                                 seed=seed, with_finished=True)
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": int(episodes), "env_steps": agent.env_steps, "greedy": greedy}
+            "episodes": int(episodes), "env_steps": agent.env_steps, "greedy": greedy,
+            "unfinished": int(np.sum(~finished)),
+            "max_steps": int(env.max_episode_steps or EVAL_MAX_STEPS)}
+
+
+def unfinished_note(result: dict[str, Any]) -> str:
+    """A clause saying how many evaluation episodes never ended (empty if all did)."""
+    if not result.get("unfinished"):
+        return ""
+    return (f" ({result['unfinished']} of {result['episodes']} episodes never ended: cut at "
+            f"{result['max_steps']:,} steps, their returns are of those steps only)")
 
 
 def restore_agent(output_dir: str) -> tuple[PPO, RunConfig]:

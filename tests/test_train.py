@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -119,6 +120,10 @@ def test_cli_kill_and_resume(tmp_path):
     (["--env=tests.bad_envs:NoSuchEnv"], "cannot load custom env"),
     (["--hparams=num_minibatches=3"], "not divisible by num_minibatches=3"),
     (["--hparams_set=world_model_vector"], "is not a PPO set"),
+    (["--env=Taxi-v3"], "Please use `Taxi-v4` instead"),  # gymnasium's deprecation, verbatim
+    pytest.param(["--env=LunarLander-v3"], "needs a package that is not installed: Box2D",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("Box2D") is not None,
+                                          reason="Box2D is installed here")),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, needle):
     out = _cli("train", f"--output_dir={tmp_path}", "--hparams_set=ppo_base", *args)
@@ -126,6 +131,31 @@ def test_cli_bad_input_is_one_line(tmp_path, args, needle):
     lines = [line for line in out.stderr.splitlines() if line.startswith("imagined-rl: error:")]
     assert len(lines) == 1 and needle in lines[0], out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+def test_evaluation_says_when_episodes_never_end():
+    """CliffWalking has no time limit; a policy that never reaches the goal is cut at the cap,
+    and the evaluation says so instead of reporting -cap as if it were a score."""
+    env = loops.make_env("CliffWalking-v1", 3)
+    up = lambda obs, key: tf.zeros([3], tf.int32)
+    returns, finished = loops.evaluate(env, up, max_steps=40, with_finished=True)
+    env.close()
+    assert returns.tolist() == [-40.0] * 3 and not finished.any()
+    note = loops.unfinished_note({"unfinished": 3, "episodes": 3, "max_steps": 40})
+    assert "3 of 3 episodes never ended: cut at 40 steps" in note
+    assert loops.unfinished_note({"unfinished": 0, "episodes": 3, "max_steps": 40}) == ""
+
+
+def test_missing_tensorflow_is_one_line(monkeypatch):
+    """TensorFlow is an extra ([cpu], [gpu], [tpu]): without one the CLI says which to install."""
+    from imagined_rl import cli
+    from imagined_rl.errors import UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    with pytest.raises(UserError, match=r"pip install 'imagined_rl\[cpu\]'"):
+        cli._require_tensorflow()
 
 
 def test_cli_registry_help():
