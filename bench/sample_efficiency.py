@@ -111,7 +111,8 @@ def run(env: str, seed: int, done: set[tuple], path: str) -> None:
     budgets = [int(b) for b in FLAGS.budgets]
 
     def put(method: str, budget: int, **row: Any) -> None:
-        row = {"env": env, "seed": seed, "method": method, "budget": budget, **row}
+        row = {"env": env, "seed": seed, "method": method, "budget": budget, **row,
+               "command": "python " + " ".join(sys.argv)}
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
         done.add((env, seed, method, budget))
@@ -141,8 +142,9 @@ def run(env: str, seed: int, done: set[tuple], path: str) -> None:
 def report(rows: list[dict[str, Any]]) -> str:
     """The markdown table: mean +- std over seeds per env, method and budget."""
     meta = f"{time.strftime('%Y-%m-%d')}, {cpu_name()}"
+    commands = sorted({r.get("command", "(not recorded)") for r in rows})
     lines = [f"# Sample efficiency ({meta})", "",
-             "Command: `python " + " ".join(sys.argv) + "`", "",
+             "Rows from: " + "; ".join(f"`{c}`" for c in commands), "",
              "Greedy real return (mean +- std over seeds; n = seeds) after at most the given "
              "real env steps, counted honestly. SimPLe: the loop's last epoch within the "
              "budget (its real steps in brackets); model-free PPO: trained from scratch on "
@@ -179,7 +181,8 @@ def plot(rows: list[dict[str, Any]], env: str, path: str) -> None:
     rand = [r["return"] for r in rows if r["env"] == env and r["method"] == "random"]
     if rand and mf:
         series["random"] = ([min(mf), max(mf)], [np.mean(rand)] * 2)
-    plots.curves(path, series, "real env steps", "greedy real return", f"{env}", style="o-")
+    plots.curves(path, series, "real env steps (log)", "greedy real return", f"{env}",
+                 style="o-", log_x=True)
 
 
 def main(_: list[str]) -> None:
@@ -194,7 +197,7 @@ def main(_: list[str]) -> None:
             print(f"{env} seed {seed}", flush=True)
             run(env, seed, done, path)
     rows = rundir.read_jsonl(path)
-    for env in sorted({r["env"] for r in rows}):
+    for env in sorted({r["env"] for r in rows if r["method"] != "random"}):
         plot(rows, env, os.path.join(FLAGS.out_dir, f"{FLAGS.out_name}_{env}.png"))
     text = report(rows)
     with open(os.path.join(FLAGS.out_dir, FLAGS.out_name + ".md"), "w") as f:

@@ -39,6 +39,11 @@ def ppo_base() -> HParams:
         iterations_per_call=16,  # PPO iterations per compiled call (host touched once per call)
         jit=True,  # XLA-compile the training graph
         train_steps=500_000,  # env steps per agent
+        # A sweep in one compiled call: one value per agent (num_seeds of them) for any of
+        # learning_rate_constant, entropy_loss_coef, clipping_coef, gae_gamma, gae_lambda,
+        # e.g. "learning_rate_constant=1e-4|3e-4|1e-3;gae_gamma=0.99|0.99|0.9" (CLI:
+        # --hparams_sweep=...); the plain values apply where it says nothing.
+        hparams_sweep="",
         # The torso: "mlp" (policy_layers/value_layers on the flattened observation), or a conv
         # torso on image observations ("nature_cnn", "impala_cnn") under the same MLP heads.
         network="mlp",

@@ -82,20 +82,13 @@ def rlmb_pendulum() -> HParams:
     """SimPLe on Pendulum-v1 (continuous torque) with the vector ensemble and ``ppo_pendulum``
     in imagination: 5 epochs of 2,000 real steps (10 whole episodes each), 200-step imagined
     episodes (Pendulum's own length). Figures: ``bench/sample_efficiency.py``."""
-    return HParams(
-        problem="gym_pendulum_random",
-        epochs=5,
-        real_steps_first=2_000,
-        real_steps_per_epoch=2_000,
-        model="vector_ensemble",
-        model_hparams_set="world_model_vector",
-        model_train_steps=2_000,
-        ppo_hparams_set="ppo_pendulum",
-        ppo_hparams="",
+    hp = rlmb_cartpole()
+    hp.override_from_dict(dict(
+        problem="gym_pendulum_random", epochs=5, real_steps_first=2_000,
+        real_steps_per_epoch=2_000, ppo_hparams_set="ppo_pendulum", ppo_hparams="",
         ppo_steps_per_epoch=200_000,
-        simulated_rollout_length=200,
-        eval_episodes=16,
-    )
+    ))
+    return hp
 
 
 def _rlmb_t2t() -> HParams:

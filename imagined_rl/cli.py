@@ -32,6 +32,10 @@ flags.DEFINE_string("problem", None, "registered problem name (its env replaces 
 flags.DEFINE_string("hparams_set", None,
                     "registered hparams set; default: the env's tuned set, else ppo_base")
 flags.DEFINE_string("hparams", "", 'comma-separated overrides, e.g. "num_envs=8,gae_gamma=0.9"')
+flags.DEFINE_string("hparams_sweep", "",
+                    'PPO: per-agent values in one compiled call, e.g. '
+                    '"learning_rate_constant=1e-4|3e-4|1e-3;gae_gamma=0.99|0.99|0.9" (sets '
+                    "num_seeds to the number of values unless given)")
 flags.DEFINE_string("output_dir", None, "run directory; default runs/<env>-<hparams_set>-s<seed>")
 flags.DEFINE_integer("train_steps", None, "PPO: env steps per agent; --model: optimiser steps "
                      "(overrides the hparam)")
@@ -80,6 +84,8 @@ def train() -> int:
     set_name = FLAGS.hparams_set or default
     hp = registry.hparams_with_overrides(set_name, FLAGS.hparams)
     _require(hp, set_name, ("num_envs", "epoch_length", "optimization_epochs"), "a PPO")
+    if FLAGS.hparams_sweep:
+        _apply_sweep(hp, FLAGS.hparams_sweep)
     if FLAGS.train_steps is not None:
         hp.train_steps = FLAGS.train_steps
     from imagined_rl import loops  # imports TensorFlow: after the cheap checks of the flags
@@ -200,6 +206,17 @@ def train_model_based() -> int:
           f"{hp.model} -> {output_dir}", flush=True)
     simple.train_model_based(output_dir, hp, seed=FLAGS.seed, progress=FLAGS.progress)
     return 0
+
+
+def _apply_sweep(hp, sweep: str) -> None:
+    """``--hparams_sweep`` into the PPO hparams: one agent per value (num_seeds)."""
+    from imagined_rl.ppo import parse_sweep
+
+    counts = {len(v.split("|")) for v in (p.partition("=")[2] for p in sweep.split(";") if p)}
+    if int(hp.num_seeds) == 1 and len(counts) == 1:
+        hp.num_seeds = counts.pop()
+    parse_sweep(sweep, int(hp.num_seeds))  # checked here: one line if malformed
+    hp.hparams_sweep = sweep
 
 
 def main(argv: list[str]) -> int:

@@ -205,8 +205,12 @@ def train_model_free(
             mfile.flush()
             with writer.as_default(step=agent.env_steps):
                 for name, value in record.items():
-                    if name not in ("env_steps",) and value is not None:
-                        tf.summary.scalar(name, value)
+                    values = value if isinstance(value, list) else [value]
+                    tags = [f"{name}/agent_{i}" for i in range(len(values))] if isinstance(
+                        value, list) else [name]
+                    for tag, v in zip(tags, values):
+                        if name != "env_steps" and v is not None:
+                            tf.summary.scalar(tag, v)
             bar.update(min(agent.env_steps, total) - min(before, total))
             bar.set_postfix(return_mean=_fmt(record["return_mean"]))
             if time.perf_counter() - last_save >= save_checkpoints_secs:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 
 def curves(path: str, series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str,
-           ylabel: str, title: str = "", log_y: bool = False, style: str = "-") -> None:
+           ylabel: str, title: str = "", log_y: bool = False, style: str = "-",
+           log_x: bool = False) -> None:
     """Plots ``{label: (x, y)}`` as lines on one axis (a legend when labels are given) and
     saves the figure to ``path``. Empty series are skipped, so an empty log still gives a PNG."""
     import matplotlib
@@ -23,6 +24,8 @@ def curves(path: str, series: dict[str, tuple[Sequence[float], Sequence[float]]]
             labelled |= bool(label)
     if log_y:
         ax.set_yscale("log")
+    if log_x:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

@@ -259,15 +259,47 @@ def clip_by_agent_norm(grads: list[tf.Tensor], max_norm: float) -> tuple[list, t
 
 
 def adam(params, grads, m, v, step, lr, b1=0.9, b2=0.999, eps=1e-5):
-    """One Adam step on flat lists; returns ``(params, m, v)``. Element-wise, so per-agent."""
+    """One Adam step on flat lists; returns ``(params, m, v)``. Element-wise, so per-agent;
+    ``lr`` is a scalar or one rate per agent ``[S]`` (the leading axis of every parameter)."""
     step = tf.cast(step, tf.float32)
+    lr = tf.convert_to_tensor(lr, tf.float32)
     c1, c2 = 1.0 - b1**step, 1.0 - b2**step
     new_m = [b1 * mi + (1.0 - b1) * g for mi, g in zip(m, grads)]
     new_v = [b2 * vi + (1.0 - b2) * tf.square(g) for vi, g in zip(v, grads)]
-    new_p = [
-        p - lr * (mi / c1) / (tf.sqrt(vi / c2) + eps) for p, mi, vi in zip(params, new_m, new_v)
-    ]
+    new_p = [p - per_agent(lr, p) * (mi / c1) / (tf.sqrt(vi / c2) + eps)
+             for p, mi, vi in zip(params, new_m, new_v)]
     return new_p, new_m, new_v
+
+
+def per_agent(x: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """A scalar as it is; a per-agent ``[S]`` tensor shaped to broadcast over ``like``'s axes
+    after the leading agent axis."""
+    return x if x.shape.rank == 0 else tf.reshape(x, [-1] + [1] * (like.shape.rank - 1))
+
+
+SWEEPABLE = ("learning_rate_constant", "entropy_loss_coef", "clipping_coef", "gae_gamma",
+             "gae_lambda")
+
+
+def parse_sweep(text: str, num_seeds: int) -> dict[str, tuple[float, ...]]:
+    """``"a=1|2;b=3|4"`` -> ``{"a": (1.0, 2.0), "b": (3.0, 4.0)}``: one value per agent for
+    each swept hparam (names from ``SWEEPABLE``), checked."""
+    out: dict[str, tuple[float, ...]] = {}
+    for part in filter(None, (p.strip() for p in str(text or "").split(";"))):
+        name, equals, values = part.partition("=")
+        name = name.strip()
+        if not equals:
+            raise HParamsError(f"hparams_sweep entry {part!r}: expected name=value|value|...")
+        if name not in SWEEPABLE:
+            raise HParamsError(f"cannot sweep {name}; sweepable: {', '.join(SWEEPABLE)}")
+        try:
+            out[name] = tuple(float(v) for v in values.split("|"))
+        except ValueError:
+            raise HParamsError(f"hparams_sweep {name}={values}: values must be numbers") from None
+        if len(out[name]) != num_seeds:
+            raise HParamsError(f"hparams_sweep {name} has {len(out[name])} values for "
+                               f"num_seeds={num_seeds}: give one per agent")
+    return out
 
 
 def _accelerator() -> bool:
@@ -310,6 +342,7 @@ class PPO:
         if self.network not in NETWORKS:
             raise HParamsError(f"network={self.network!r}: choose one of {', '.join(NETWORKS)}")
         self._act_calls = 0
+        self.sweep = parse_sweep(getattr(hparams, "hparams_sweep", ""), self.num_seeds)
         self.obs_dim = int(np.prod(env.observation_spec.shape))
         self.act_dim = env.action_spec.n if self.discrete else int(np.prod(env.action_spec.shape))
 
@@ -518,6 +551,13 @@ class PPO:
                  "length_sum": per_agent_sum(len_acc)}
         return c, batch, last_value, stats
 
+    def _hp(self, name: str, rank: int = 1) -> float | tf.Tensor:
+        """Hparam ``name``: a float, or where swept its per-agent values ``[S, 1, ...]`` (of
+        ``rank`` axes) to broadcast over agent-major tensors."""
+        if name not in self.sweep:
+            return float(getattr(self.hp, name))
+        return tf.reshape(tf.constant(self.sweep[name], tf.float32), [-1] + [1] * (rank - 1))
+
     # ---- update ----------------------------------------------------------------------------
     def _update(self, c: dict, batch: dict, lr: tf.Tensor) -> tuple[dict, dict]:
         """``optimization_epochs`` x ``num_minibatches`` Adam steps on the rollout batch."""
@@ -550,8 +590,8 @@ class PPO:
                 log_prob, entropy = self._log_prob_entropy(p, out, mbatch["action"])
                 loss, stats = ppo_loss(
                     log_prob, mbatch["log_prob"], mbatch["advantage"], value,
-                    mbatch["value"], mbatch["target"], entropy, float(hp.clipping_coef),
-                    float(hp.value_loss_coef), float(hp.entropy_loss_coef),
+                    mbatch["value"], mbatch["target"], entropy, self._hp("clipping_coef", 2),
+                    float(hp.value_loss_coef), self._hp("entropy_loss_coef"),
                     bool(hp.clip_value_loss), bool(hp.normalize_advantages))
                 total = tf.reduce_sum(loss)  # agents are independent: sum keeps grads separate
             grads = tape.gradient(total, params)
@@ -576,13 +616,13 @@ class PPO:
         hp = self.hp
         c, batch, last_value, stats = self._rollout(c)
         adv, target = gae(batch["reward"], batch["value"], last_value, batch["terminated"],
-                          batch["truncated"], batch["final_value"], float(hp.gae_gamma),
-                          float(hp.gae_lambda))
+                          batch["truncated"], batch["final_value"], self._hp("gae_gamma", 2),
+                          self._hp("gae_lambda", 2))  # [S, 1] over [T, S, N]
         frac = 1.0
         if bool(hp.learning_rate_decay):
             frac = 1.0 - tf.cast(c["iteration"], tf.float32) / float(self.num_iterations)
             frac = tf.maximum(frac, 0.0)
-        lr = float(hp.learning_rate_constant) * frac
+        lr = self._hp("learning_rate_constant") * frac
         batch = {k: batch[k] for k in ("obs", "action", "log_prob", "value")}
         batch.update(advantage=adv, target=target)
         c, upd = self._update(c, batch, lr)

@@ -373,6 +373,32 @@ def test_num_seeds_trains_independent_agents():
         assert np.max(np.abs(w[i] - w[j])) > 1e-2
 
 
+SWEEP = {"learning_rate_constant": (1e-4, 3e-3), "entropy_loss_coef": (0.0, 0.05),
+         "clipping_coef": (0.1, 0.3), "gae_gamma": (0.9, 0.99), "gae_lambda": (0.8, 0.95)}
+
+
+def test_hparams_sweep_gives_each_agent_its_own_values():
+    """A sweep trains agent i with the i-th value of each swept hparam, in one call: agent i
+    ends where a run giving every agent those values leaves its agent i (same seeds), and a
+    sweep of different values gives different agents."""
+    sweep = ";".join(f"{k}={'|'.join(map(str, v))}" for k, v in SWEEP.items())
+    swept = cartpole_agent(extra=f"jit=false,{SMALL_NETS},hparams_sweep={sweep}", num_seeds=2)
+    swept.train()
+    for i in range(2):
+        values = ",".join(f"{k}={v[i]}" for k, v in SWEEP.items())
+        alone = cartpole_agent(extra=f"jit=false,{SMALL_NETS},{values}", num_seeds=2)
+        alone.train()
+        for a, b in zip(flat_params(swept), flat_params(alone), strict=True):
+            np.testing.assert_allclose(a[i], b[i], rtol=1e-4, atol=1e-6)
+        if i == 1:  # agent 0 of this run had agent 1's values, unlike the sweep's agent 0
+            assert max(np.max(np.abs(a[0] - b[0])) for a, b in zip(
+                flat_params(swept), flat_params(alone))) > 1e-4
+    with pytest.raises(ValueError, match="3 values for num_seeds=2"):
+        cartpole_agent(extra="hparams_sweep=gae_gamma=0.9|0.95|0.99", num_seeds=2)
+    with pytest.raises(ValueError, match="cannot sweep num_envs"):
+        cartpole_agent(extra="hparams_sweep=num_envs=2|4", num_seeds=2)
+
+
 def test_act_greedy_is_argmax_of_policy_logits(trained):
     agent = trained[0]
     obs = np.random.default_rng(8).normal(scale=0.1, size=(7, 4)).astype(np.float32)

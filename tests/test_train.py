@@ -121,6 +121,8 @@ def test_cli_kill_and_resume(tmp_path):
     (["--hparams=num_minibatches=3"], "not divisible by num_minibatches=3"),
     (["--hparams_set=world_model_vector"], "is not a PPO set"),
     (["--env=Taxi-v3"], "Please use `Taxi-v4` instead"),  # gymnasium's deprecation, verbatim
+    (["--hparams_sweep=num_envs=2|4"], "cannot sweep num_envs"),
+    (["--hparams_sweep=gae_gamma=0.9|x"], "values must be numbers"),
     pytest.param(["--env=LunarLander-v3"], "needs a package that is not installed: Box2D",
                  marks=pytest.mark.skipif(importlib.util.find_spec("Box2D") is not None,
                                           reason="Box2D is installed here")),
@@ -131,6 +133,18 @@ def test_cli_bad_input_is_one_line(tmp_path, args, needle):
     lines = [line for line in out.stderr.splitlines() if line.startswith("imagined-rl: error:")]
     assert len(lines) == 1 and needle in lines[0], out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+def test_cli_hparams_sweep_trains_one_agent_per_value(tmp_path):
+    """``--hparams_sweep`` makes one agent per value (num_seeds) in one run; metrics show each."""
+    out = _cli("train", f"--output_dir={tmp_path}", "--hparams_sweep=learning_rate_constant="
+               "1e-4|1e-3|3e-3;entropy_loss_coef=0|0.01|0.01", "--train_steps=8192",
+               "--hparams=iterations_per_call=4")
+    assert out.returncode == 0, out.stderr[-2000:]
+    config = json.load(open(os.path.join(tmp_path, "config.json")))
+    assert config["hparams"]["num_seeds"] == 3
+    assert config["hparams"]["hparams_sweep"].startswith("learning_rate_constant=1e-4|")
+    assert len(_metrics(tmp_path)[-1]["return_per_agent"]) == 3
 
 
 def test_evaluation_says_when_episodes_never_end():
