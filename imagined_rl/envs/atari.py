@@ -6,7 +6,9 @@ no-op starts, no life-loss terminals, a downscaled frame (SimPLe's 105x80 RGB by
 DQN-style 84x84 gray) and rewards clipped to their sign, with the unclipped reward kept in the
 adapter state as ``state["raw_reward"]`` for reporting real game scores.
 
-``make_minatar`` gives the five MinAtar games with a step limit (their gym ids have none).
+``make_minatar`` gives the ``minatar`` package's five games with a step limit (their gym ids
+have none), through the adapter: the reference and the baseline for ``envs/minatar/``, whose
+native in-graph games are what the ``MinAtar/*`` ids and the problems use.
 
 Both import their optional packages lazily and raise a one-line :class:`UserError` naming the
 pip command when the ``[atari]`` or ``[minatar]`` extra is missing.
