@@ -180,8 +180,9 @@ def rlmb_tiny() -> HParams:
 
 @register_hparams
 def rlmb_cpu_atari() -> HParams:
-    """SimPLe on Atari at CPU scale, for ``bench/simple_atari.py``: t2t's loop shape (15 epochs,
-    96k real steps, the stochastic model, t2t's schedules, 4 stacked frames) with small parts:
+    """SimPLe on Atari at CPU scale, for ``bench/sample_efficiency.py --envs=atari_<game>``:
+    t2t's loop shape (15 epochs, 96k real steps, the stochastic model, t2t's schedules, 4
+    stacked frames) with small parts:
     26x20 frames, ``next_frame_tiny``, 500 model steps and 20 PPO iterations per epoch,
     evaluation greedy and at temperature 1 over 16 episodes of at most 1000 steps."""
     hp = rlmb_base_stochastic_discrete()
