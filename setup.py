@@ -41,8 +41,10 @@ setup(
     version="0.1.0",
     description="World models and PPO together inside one TensorFlow graph (SimPLe, modernised).",
     python_requires=">=3.10",
-    packages=["imagined_rl", "imagined_rl.data", "imagined_rl.envs", "imagined_rl.world_models",
-              "imagined_rl.problems", "imagined_rl.hparams"],
+    packages=["imagined_rl", "imagined_rl.data", "imagined_rl.envs", "imagined_rl.envs.minatar",
+              "imagined_rl.world_models", "imagined_rl.t2t_usr", "imagined_rl.problems",
+              "imagined_rl.hparams"],
+    package_data={"imagined_rl.t2t_usr": ["atari_games.txt"]},
     package_dir={
         "imagined_rl": "imagined_rl",
         "imagined_rl.problems": "problems",

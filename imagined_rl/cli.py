@@ -8,6 +8,8 @@
     imagined-rl train --model=vector_ensemble --data_dir=data/cartpole --output_dir=runs/wm
     imagined-rl evaluate_model --output_dir=runs/wm --horizon=50
     imagined-rl train_model_based --loop_hparams_set=rlmb_cartpole --output_dir=runs/simple
+    imagined-rl datagen --problem=gym_pong_random --data_dir=data/pong_t2t --format=t2t
+    imagined-rl t2t_usr_dir                # for t2t-trainer --t2t_usr_dir=... (imagined_rl_*)
     imagined-rl --registry_help            # every registered hparams set, problem, env, model
 
 Mistakes in what was typed (unknown names, malformed --hparams, a broken custom env) end with one
@@ -53,9 +55,12 @@ flags.DEFINE_string("model", None, "train a registered world model (e.g. vector_
                     "--data_dir instead of PPO")
 flags.DEFINE_integer("num_steps", None, "datagen: env steps to record (default: the problem's)")
 flags.DEFINE_integer("steps_per_shard", None, "datagen: steps per shard (default: the problem's)")
+flags.DEFINE_enum("format", "imagined_rl", ["imagined_rl", "t2t"],
+                  "datagen: our layout, or tensor2tensor's file names and fields (t2t's readers "
+                  "and t2t-trainer take it)")
 flags.DEFINE_string("policy_dir", None, "datagen: record with this PPO run's policy, not random")
 
-COMMANDS = ("train", "evaluate", "datagen", "evaluate_model", "train_model_based")
+COMMANDS = ("train", "evaluate", "datagen", "evaluate_model", "train_model_based", "t2t_usr_dir")
 # The tuned hparams set for an env id when --hparams_set is not given.
 DEFAULT_HPARAMS = {"CartPole-v1": "ppo_cartpole", "Pendulum-v1": "ppo_pendulum"}
 
@@ -163,10 +168,16 @@ def datagen() -> int:
     summary = data.record(
         env, policy, FLAGS.num_steps or problem.num_steps, FLAGS.data_dir, FLAGS.seed,
         steps_per_shard=FLAGS.steps_per_shard or problem.steps_per_shard,
-        problem=FLAGS.problem, progress=FLAGS.progress, policy_id=policy_id)
+        problem=FLAGS.problem, progress=FLAGS.progress, policy_id=policy_id, style=FLAGS.format)
     print(f"{FLAGS.problem}: wrote {summary.shards_written} shards ({summary.steps} steps, "
           f"{summary.episodes} episodes), kept {summary.shards_skipped} complete ones; "
           f"{summary.num_shards} shards in {summary.data_dir}")
+    return 0
+
+
+def t2t_usr_dir() -> int:
+    """``t2t_usr_dir``: prints the directory to pass to t2t-trainer's ``--t2t_usr_dir``."""
+    print(os.path.join(os.path.dirname(os.path.abspath(__file__)), "t2t_usr"))
     return 0
 
 
@@ -229,7 +240,8 @@ def main(argv: list[str]) -> int:
         extra = " ".join(argv[1:])
         raise UserError(f"unknown command '{extra}'; use one of: {', '.join(COMMANDS)}")
     commands = {"train": train, "evaluate": evaluate, "datagen": datagen,
-                "evaluate_model": evaluate_model, "train_model_based": train_model_based}
+                "evaluate_model": evaluate_model, "train_model_based": train_model_based,
+                "t2t_usr_dir": t2t_usr_dir}
     return commands[command]()
 
 

@@ -8,21 +8,19 @@ preprocessing) and ``minatar_<game>_random`` record experience with a uniformly 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Any
 
+import imagined_rl
 from imagined_rl.registry import register_problem
 
-# tensor2tensor's list of Atari games (rl/gym_utils ATARI_GAMES), as snake_case names.
-ATARI_GAMES = (
-    "air_raid", "alien", "amidar", "assault", "asterix", "asteroids", "atlantis", "bank_heist",
-    "battle_zone", "beam_rider", "berzerk", "bowling", "boxing", "breakout", "carnival",
-    "centipede", "chopper_command", "crazy_climber", "defender", "demon_attack", "double_dunk",
-    "elevator_action", "enduro", "fishing_derby", "freeway", "frostbite", "gopher", "gravitar",
-    "hero", "ice_hockey", "jamesbond", "journey_escape", "kangaroo", "krull", "kung_fu_master",
-    "montezuma_revenge", "ms_pacman", "name_this_game", "phoenix", "pitfall", "pong", "pooyan",
-    "private_eye", "qbert", "riverraid", "road_runner", "robotank", "seaquest", "skiing",
-    "solaris", "space_invaders", "star_gunner", "tennis", "time_pilot", "tutankham",
-    "up_n_down", "venture", "video_pinball", "wizard_of_wor", "yars_revenge", "zaxxon",
+# tensor2tensor's Atari games plus defender, one per line: shared with the t2t bridge, which
+# registers imagined_rl_gym_<game>_random for each and cannot import this package.
+ATARI_GAMES = tuple(
+    line.strip()
+    for line in (pathlib.Path(imagined_rl.__file__).parent / "t2t_usr" / "atari_games.txt")
+    .read_text().splitlines()
+    if line.strip() and not line.startswith("#")
 )
 MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 CLASSIC = {"cartpole": "CartPole-v1", "acrobot": "Acrobot-v1", "mountain_car": "MountainCar-v0",

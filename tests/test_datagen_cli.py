@@ -70,3 +70,17 @@ def test_datagen_with_a_trained_policy(tmp_path):
     for step in data.read_steps(data_dir, "train").as_numpy_iterator():
         episodes[int(step["episode"])] = int(step["frame_number"])
     assert np.mean(list(episodes.values())) > 200, episodes
+
+
+def test_datagen_format_t2t_of_vector_data_is_one_line_and_t2t_usr_dir_prints_the_bridge(
+        tmp_path):
+    out = subprocess.run([*CLI, f"--data_dir={tmp_path}", "--format=t2t"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "imagined-rl: error: t2t's data layout holds PNG frames and discrete actions; "
+        "gym_cartpole_random has float32[4] observations")
+    where = subprocess.run([*CLI[:3], "t2t_usr_dir"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert sorted(n for n in os.listdir(where) if not n.startswith("__pycache__")) == [
+        "__init__.py", "atari_games.txt"]

@@ -27,15 +27,16 @@ def _decoder(spec: DataSpec) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     faster than record by record."""
     scalar_int = tf.io.FixedLenFeature([], tf.int64)
     scalar_float = tf.io.FixedLenFeature([], tf.float32)
+    t2t = spec.style == "t2t"
     features: dict[str, tf.io.FixedLenFeature] = {
         "frame_number": scalar_int,
         "epoch": scalar_int,
-        "episode": scalar_int,
-        "reward": scalar_float,
+        "reward": scalar_int if t2t else scalar_float,
         "unclipped_reward": scalar_float,
         "done": scalar_int,
-        "terminated": scalar_int,
     }
+    if not t2t:
+        features |= {"episode": scalar_int, "terminated": scalar_int}
     shape = list(spec.obs_shape)
     obs_size = int(np.prod(spec.obs_shape, dtype=np.int64))
     obs_dtype = tf.as_dtype(spec.obs_dtype)
@@ -70,20 +71,53 @@ def _decoder(spec: DataSpec) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
         else:
             action = tf.reshape(ex["action"], [-1, *spec.action_shape])
         done = tf.cast(ex["done"], tf.bool)
+        if t2t:  # int64 reward - min_reward; no terminated (done is terminal); no episode ids
+            reward = tf.cast(ex["reward"] + spec.min_reward, tf.float32)
+            terminated, episode = done, tf.zeros_like(ex["frame_number"])
+        else:
+            reward, terminated = ex["reward"], tf.cast(ex["terminated"], tf.bool)
+            episode = ex["episode"]
         return {
             "obs": obs,
             "action": action,
-            "reward": ex["reward"],
+            "reward": reward,
             "unclipped_reward": ex["unclipped_reward"],
             "done": done,
-            "terminated": tf.cast(ex["terminated"], tf.bool),
+            "terminated": terminated,
             "is_final": done,
             "frame_number": ex["frame_number"],
-            "episode": ex["episode"],
+            "episode": episode,
             "epoch": ex["epoch"],
         }
 
     return decode
+
+
+def _decoded_chunks(files: Any, spec: DataSpec, parallel: bool = True) -> tf.data.Dataset:
+    """The records of ``files`` (a list, or one path tensor), decoded in chunks of ``_CHUNK``.
+
+    t2t-layout data has no episode ids: a scan numbers them in read order, a new episode
+    starting wherever a frame does not follow its predecessor (``frame_number`` not one more,
+    or another epoch), ids ``epoch * 10**12 + k``."""
+    ds = tf.data.TFRecordDataset(files).batch(_CHUNK)
+    if parallel:
+        ds = ds.map(_decoder(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.map(_decoder(spec))
+    if spec.style != "t2t":
+        return ds
+
+    def number(last: tuple[tf.Tensor, tf.Tensor, tf.Tensor], chunk: dict[str, tf.Tensor]):
+        frame, epoch = chunk["frame_number"], chunk["epoch"]
+        prev_frame = tf.concat([last[0][None], frame[:-1]], 0)
+        prev_epoch = tf.concat([last[1][None], epoch[:-1]], 0)
+        new = tf.cast((frame != prev_frame + 1) | (epoch != prev_epoch), tf.int64)
+        k = last[2] + tf.cumsum(new)
+        chunk = dict(chunk, episode=epoch * 10**12 + k)
+        return (frame[-1], epoch[-1], k[-1]), chunk
+
+    start = (tf.constant(-2, tf.int64), tf.constant(-1, tf.int64), tf.constant(-1, tf.int64))
+    return ds.scan(start, number)
 
 
 def _files_or_fail(
@@ -92,7 +126,7 @@ def _files_or_fail(
     """The spec and shard list of a split, with a one-line ``UserError`` for missing data and,
     when ``verify``, for a corrupt shard."""
     spec = load_spec(data_dir)
-    files = shard_files(data_dir, split_name, epochs)
+    files = shard_files(data_dir, split_name, epochs, spec.style)
     if not files:
         which = "" if epochs is None else f" of epochs {list(epochs)}"
         raise UserError(
@@ -149,9 +183,7 @@ def read_steps(
     that a corrupt one fails here, naming the file, instead of mid-iteration.
     """
     spec, files = _files_or_fail(data_dir, split, epochs, verify)
-    ds = tf.data.TFRecordDataset(files).batch(_CHUNK)
-    ds = ds.map(_decoder(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.unbatch().prefetch(tf.data.AUTOTUNE)
+    return _decoded_chunks(files, spec).unbatch().prefetch(tf.data.AUTOTUNE)
 
 
 _CHUNK = 256  # records parsed and windowed together
@@ -201,8 +233,7 @@ def windows(
     if int(batch_size) < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     spec, files = _files_or_fail(data_dir, split, epochs, verify)
-    decode = _decoder(spec)
-    probe = tf.data.TFRecordDataset(files[:1]).batch(_CHUNK).map(decode).element_spec
+    probe = _decoded_chunks(files[:1], spec).element_spec
     tail0 = {  # the last k frames before a shard: none (episode -1 matches nothing)
         name: tf.zeros([k, *probe[name].shape[1:]], probe[name].dtype) for name in _WINDOW_KEYS
     }
@@ -235,7 +266,7 @@ def windows(
         }
 
     def shard_windows(path: tf.Tensor) -> tf.data.Dataset:
-        ds = tf.data.TFRecordDataset(path).batch(_CHUNK).map(decode)
+        ds = _decoded_chunks(path, spec, parallel=False)
         return ds.scan(tail0, carry).map(cut_windows).unbatch()
 
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -269,7 +300,6 @@ def frame_chunks(
     are kept, so memory is bounded by the chunk plus whatever the caller keeps.
     """
     spec, files = _files_or_fail(data_dir, split, epochs, verify)
-    ds = tf.data.TFRecordDataset(files).batch(_CHUNK)
-    ds = ds.map(_decoder(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = _decoded_chunks(files, spec)
     ds = ds.map(lambda s: (s["obs"], s["episode"], s["is_final"])).unbatch().batch(chunk)
     yield from ds.prefetch(2).as_numpy_iterator()

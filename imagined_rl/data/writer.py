@@ -42,6 +42,8 @@ from imagined_rl.data.format import (
     EPISODE_STRIDE,
     MAX_SHARDS,
     SPEC_FILE,
+    STYLES,
+    T2T_REWARD_RANGE,
     DataSpec,
     join,
     load_spec,
@@ -136,9 +138,25 @@ class _EpisodeEncoder:
         last = len(episode.obs) - 1
         episode_feature = _int64([episode_id])
         records = []
+        lo, hi = T2T_REWARD_RANGE
         for t in range(last + 1):
             action = episode.actions[t] if t < last else self.null_action
             action = np.asarray(action).reshape(-1)
+            if self.spec.style == "t2t":  # exactly T2TEnv._generate_frames' fields
+                reward = int(np.around(np.clip(episode.rewards[t], lo, hi))) - self.spec.min_reward
+                feature = {
+                    "frame_number": _int64([t]),
+                    "epoch": self.epoch,
+                    obs_features[t][0]: obs_features[t][1],
+                    "action": _int64(action.astype(np.int64).tolist()),
+                    "reward": _int64([reward]),
+                    "unclipped_reward": _float([episode.unclipped[t]]),
+                    "done": _int64([int(t == last)]),
+                    **self.constant,
+                }
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                records.append(example.SerializeToString(deterministic=True))
+                continue
             feature = {
                 "frame_number": _int64([t]),
                 "epoch": self.epoch,
@@ -177,6 +195,7 @@ def record(
     on_step: StepHook | None = None,
     policy_id: str = "random",
     frame_stack: int = 1,
+    style: str = "imagined_rl",
 ) -> RecordSummary:
     """Records about ``num_steps`` env steps of ``policy`` on ``env`` into ``data_dir``.
 
@@ -227,9 +246,18 @@ def record(
             f"{num_shards} shards is too many (at most {MAX_SHARDS - 1}): raise steps_per_shard"
         )
 
+    spec = dataclasses.replace(spec_for_env(env, problem), style=style)
+    if style not in STYLES:
+        raise UserError(f"unknown data style {style!r}: expected one of {', '.join(STYLES)}")
+    if style == "t2t" and (spec.obs_encoding != "png" or not spec.discrete):
+        raise UserError(
+            f"t2t's data layout holds PNG frames and discrete actions; {spec.problem} has "
+            f"{spec.obs_dtype}{list(spec.obs_shape)} observations and {spec.action['kind']} "
+            "actions: record it in imagined_rl's layout"
+        )
     spec = _claim_epoch(
         data_dir,
-        spec_for_env(env, problem),
+        spec,
         epoch,
         {
             "seed": int(seed),
@@ -246,8 +274,10 @@ def record(
         },
     )
     splits = shard_splits(num_shards, dev_fraction)
-    paths = shard_paths(data_dir, splits, epoch)
-    for stale in tf.io.gfile.glob(join(data_dir, f"*.epoch{epoch}.tfrecord.tmp")):
+    t2t_problem = spec.problem if style == "t2t" else None
+    paths = shard_paths(data_dir, splits, epoch, t2t_problem)
+    stale_pattern = f"*.{epoch}.tmp" if t2t_problem else f"*.epoch{epoch}.tfrecord.tmp"
+    for stale in tf.io.gfile.glob(join(data_dir, stale_pattern)):
         tf.io.gfile.remove(stale)  # left by a killed writer; its shard is regenerated below
 
     summary = RecordSummary(data_dir, epoch, num_shards, files=paths)
@@ -292,6 +322,7 @@ def _claim_epoch(
         old = load_spec(data_dir)
         for what, mine, theirs in (
             ("problem", spec.problem, old.problem),
+            ("data style", spec.style, old.style),
             ("observation shape", list(spec.obs_shape), list(old.obs_shape)),
             ("observation dtype", spec.obs_dtype, old.obs_dtype),
             ("observation encoding", spec.obs_encoding, old.obs_encoding),
