@@ -16,40 +16,25 @@ import pytest
 import tensorflow as tf
 
 from imagined_rl import data
-from imagined_rl.envs import BatchEnv, Discrete, Step, random_actions, split
+from imagined_rl.envs import Step, random_actions
 from imagined_rl.envs.classic import CartPole
 from imagined_rl.errors import UserError
+from tests.test_data import FakeFrames
 
 SHAPE = (21, 16, 3)
 T2T_FIELDS = {"frame_number", "epoch", "image/encoded", "image/format", "image/height",
               "image/width", "action", "reward", "unclipped_reward", "done"}
 
 
-class Frames(BatchEnv):
-    """Random RGB frames, rewards in {-1, 0, 1} (t2t stores integer rewards), random ends."""
+class Frames(FakeFrames):
+    """Random RGB frames with rewards in {-1, 0, 1} (t2t stores integer rewards), random ends."""
 
     def __init__(self, num_envs: int = 3):
-        self.num_envs = num_envs
-        self.observation_spec = tf.TensorSpec(SHAPE, tf.uint8)
-        self.action_spec = Discrete(3)
-
-    def _frames(self, key: tf.Tensor) -> tf.Tensor:
-        ints = tf.random.stateless_uniform([self.num_envs, *SHAPE], key, 0, 256, tf.int32)
-        return tf.cast(ints, tf.uint8)
-
-    def reset(self, key: tf.Tensor) -> tuple[Any, tf.Tensor]:
-        return {"t": tf.zeros([self.num_envs], tf.int32)}, self._frames(key)
+        super().__init__(num_envs, SHAPE)
 
     def step(self, state: Any, action: tf.Tensor, key: tf.Tensor) -> tuple[Any, Step]:
-        k_obs, k_end, k_reset = tf.unstack(split(key, 3))
-        final = self._frames(k_obs)
-        t = state["t"] + 1
-        terminated = tf.random.stateless_uniform([self.num_envs], k_end) < 0.1
-        truncated = (t >= 12) & ~terminated
-        done = terminated | truncated
-        obs = tf.where(done[:, None, None, None], self._frames(k_reset), final)
-        reward = tf.cast(action, tf.float32) - 1.0
-        return {"t": tf.where(done, 0, t)}, Step(obs, reward, terminated, truncated, final)
+        state, step = super().step(state, action, key)
+        return state, step._replace(reward=tf.cast(action, tf.float32) - 1.0)
 
 
 def record(data_dir: str, style: str, epochs: tuple[int, ...] = (0,)) -> None:
