@@ -31,11 +31,8 @@ from tensor2tensor.utils import contrib, registry
 
 SPEC_FILE = "data_spec.json"
 PREFIX = "imagined_rl_"
-GAMES = tuple(
-    line.strip()
-    for line in open(os.path.join(os.path.dirname(__file__), "atari_games.txt"))
-    if line.strip() and not line.startswith("#")
-)
+with open(os.path.join(os.path.dirname(__file__), "atari_games.txt")) as _f:
+    GAMES = tuple(line.strip() for line in _f if line.strip() and not line.startswith("#"))
 
 
 class RecordedProblem(gym_env.EnvSimulationProblem):
