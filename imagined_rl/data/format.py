@@ -131,13 +131,13 @@ class DataSpec:
 
     def fields(self) -> dict[str, dict[str, Any]]:
         """Every ``tf.train.Example`` feature: ``{name: {"type": int64|float|bytes, "length"}}``."""
-        size = int(np.prod(self.obs_shape, dtype=np.int64))
         if self.style == "t2t":
             return {name: {"type": kind, "length": 1} for name, kind in (
                 ("frame_number", "int64"), ("epoch", "int64"), ("image/encoded", "bytes"),
                 ("image/format", "bytes"), ("image/height", "int64"), ("image/width", "int64"),
                 ("action", "int64"), ("reward", "int64"), ("unclipped_reward", "float"),
                 ("done", "int64"))}
+        size = int(np.prod(self.obs_shape, dtype=np.int64))
         fields: dict[str, dict[str, Any]] = {
             "frame_number": {"type": "int64", "length": 1},
             "epoch": {"type": "int64", "length": 1},

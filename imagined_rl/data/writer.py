@@ -142,21 +142,6 @@ class _EpisodeEncoder:
         for t in range(last + 1):
             action = episode.actions[t] if t < last else self.null_action
             action = np.asarray(action).reshape(-1)
-            if self.spec.style == "t2t":  # exactly T2TEnv._generate_frames' fields
-                reward = int(np.around(np.clip(episode.rewards[t], lo, hi))) - self.spec.min_reward
-                feature = {
-                    "frame_number": _int64([t]),
-                    "epoch": self.epoch,
-                    obs_features[t][0]: obs_features[t][1],
-                    "action": _int64(action.astype(np.int64).tolist()),
-                    "reward": _int64([reward]),
-                    "unclipped_reward": _float([episode.unclipped[t]]),
-                    "done": _int64([int(t == last)]),
-                    **self.constant,
-                }
-                example = tf.train.Example(features=tf.train.Features(feature=feature))
-                records.append(example.SerializeToString(deterministic=True))
-                continue
             feature = {
                 "frame_number": _int64([t]),
                 "epoch": self.epoch,
@@ -171,6 +156,10 @@ class _EpisodeEncoder:
                 "terminated": _int64([int(t == last and episode.terminated)]),
                 **self.constant,
             }
+            if self.spec.style == "t2t":  # exactly T2TEnv._generate_frames' fields
+                del feature["episode"], feature["terminated"]
+                reward = int(np.around(np.clip(episode.rewards[t], lo, hi)))
+                feature["reward"] = _int64([reward - self.spec.min_reward])
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             # deterministic: protobuf map order varies between processes; keep bytes stable
             records.append(example.SerializeToString(deterministic=True))
