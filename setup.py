@@ -9,17 +9,18 @@ INSTALL = [
     "numpy>=2.0,<2.5",
     "gymnasium==1.4.0",
     "absl-py==2.5.1",
-    "tensorboard==2.21.0",  # the viewer (TF 2.21 no longer depends on it); tf.summary writes
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
     "imageio==2.38.1",
 ]
+# tensorboard: the viewer, and what tf.summary's scalar/image ops come from. TF 2.21 no longer
+# depends on it (so it is pinned here); TF 2.20 requires tensorboard~=2.20.
 TENSORFLOW = {
     "cpu": ["tensorflow-cpu==2.21.0; platform_machine!='arm64'",
-            "tensorflow==2.21.0; platform_machine=='arm64'"],
-    "gpu": ["tensorflow[and-cuda]==2.21.0"],
+            "tensorflow==2.21.0; platform_machine=='arm64'", "tensorboard==2.21.0"],
+    "gpu": ["tensorflow[and-cuda]==2.21.0", "tensorboard==2.21.0"],
     # with pip's -f https://storage.googleapis.com/libtpu-tf-releases/index.html for its libtpu
-    "tpu": ["tensorflow-tpu==2.20.0"],
+    "tpu": ["tensorflow-tpu==2.20.0", "tensorboard==2.20.0"],
 }
 
 ATARI = ["ale-py==0.12.1", "opencv-python-headless==5.0.0.93"]  # cv2: AtariPreprocessing

@@ -58,6 +58,11 @@ flags.DEFINE_integer("steps_per_shard", None, "datagen: steps per shard (default
 flags.DEFINE_enum("format", "imagined_rl", ["imagined_rl", "t2t"],
                   "datagen: our layout, or tensor2tensor's file names and fields (t2t's readers "
                   "and t2t-trainer take it)")
+flags.DEFINE_enum("distribute", "auto", ["auto", "none"],
+                  "train, train_model_based: auto picks a TPU, then several workers (TF_CONFIG "
+                  "or a Slurm step), then several GPUs, else one device; none: one device")
+flags.DEFINE_string("tpu", None, "with --distribute=auto: a TPU name or address (local: this "
+                    "TPU VM); failing to reach it is an error, not a fallback")
 flags.DEFINE_string("policy_dir", None, "datagen: record with this PPO run's policy, not random")
 
 COMMANDS = ("train", "evaluate", "datagen", "evaluate_model", "train_model_based", "t2t_usr_dir")
@@ -80,6 +85,15 @@ def _require(hp, set_name: str, names: tuple[str, ...], kind: str) -> None:
                         f"{', '.join(missing)}); see --registry_help")
 
 
+def _strategy_and_dir(output_dir: str):
+    """The picked ``tf.distribute`` strategy (said in one line) and this worker's directory."""
+    from imagined_rl import distribute
+
+    strategy, what = distribute.pick(FLAGS.distribute, FLAGS.tpu)
+    print(f"distribute: {what}", flush=True)
+    return strategy, distribute.worker_dir(strategy, output_dir)
+
+
 def train() -> int:
     if FLAGS.model:
         return train_model()
@@ -98,10 +112,12 @@ def train() -> int:
         "runs", f"{env_id.replace('/', '_').replace(':', '_')}-{set_name}-s{FLAGS.seed}")
     config = loops.RunConfig(env=env_id, hparams_set=set_name, hparams=hp.values(),
                              seed=FLAGS.seed, problem=FLAGS.problem)
+    strategy, output_dir = _strategy_and_dir(output_dir)
     print(f"training PPO on {env_id} with {set_name} for {hp.train_steps} env steps "
           f"-> {output_dir}", flush=True)
     loops.train_model_free(config, output_dir, save_checkpoints_secs=FLAGS.save_checkpoints_secs,
-                           eval_episodes=FLAGS.episodes, progress=FLAGS.progress)
+                           eval_episodes=FLAGS.episodes, progress=FLAGS.progress,
+                           strategy=strategy)
     return 0
 
 
@@ -123,10 +139,11 @@ def train_model() -> int:
         "runs", f"{FLAGS.model}-{os.path.basename(os.path.normpath(FLAGS.data_dir))}-s{FLAGS.seed}")
     config = trainer.ModelRunConfig(model=FLAGS.model, hparams_set=set_name, hparams=hp.values(),
                                     data_dir=os.path.abspath(FLAGS.data_dir), seed=FLAGS.seed)
+    strategy, output_dir = _strategy_and_dir(output_dir)
     print(f"training world model {FLAGS.model} ({set_name}) on {FLAGS.data_dir} for "
           f"{hp.train_steps} steps -> {output_dir}", flush=True)
     trainer.train_world_model(config, output_dir, save_checkpoints_secs=FLAGS.save_checkpoints_secs,
-                              progress=FLAGS.progress)
+                              progress=FLAGS.progress, strategy=strategy)
     return 0
 
 
@@ -213,9 +230,11 @@ def train_model_based() -> int:
         "runs", f"simple-{FLAGS.loop_hparams_set}-{hp.problem}-s{FLAGS.seed}")
     from imagined_rl import simple
 
+    strategy, output_dir = _strategy_and_dir(output_dir)
     print(f"SimPLe loop {FLAGS.loop_hparams_set}: {hp.epochs} epochs on {hp.problem} with "
           f"{hp.model} -> {output_dir}", flush=True)
-    simple.train_model_based(output_dir, hp, seed=FLAGS.seed, progress=FLAGS.progress)
+    simple.train_model_based(output_dir, hp, seed=FLAGS.seed, progress=FLAGS.progress,
+                             strategy=strategy)
     return 0
 
 

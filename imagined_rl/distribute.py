@@ -6,8 +6,8 @@ otherwise the default strategy (one device). It returns the strategy with a one-
 description for the log. A TPU that was asked for by name and cannot be reached is a one-line
 ``UserError``; one that was only guessed at falls back, and the description says why.
 
-Today the training loops run on one device; running PPO and world-model training under the
-picked strategy is the open part of the distribute issue.
+PPO (``ppo.PPO(..., strategy=)``) and world-model training (``ModelTrainer(..., strategy=)``)
+run data parallel under the strategy; ``worker_dir`` says where each worker writes.
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ def _slurm() -> tf.distribute.cluster_resolver.ClusterResolver | None:
     gpus = len(tf.config.list_physical_devices("GPU"))
     if gpus:
         return resolvers.SlurmClusterResolver(gpus_per_node=gpus, gpus_per_task=1)
-    # Without GPUs the Slurm resolver would ask nvidia-smi: give it numbers, keep its cluster.
-    slurm = resolvers.SlurmClusterResolver(gpus_per_node=1, gpus_per_task=1, auto_set_gpu=False)
+    # Without GPUs the Slurm resolver would ask nvidia-smi: give it numbers (enough "GPUs" for
+    # every task of the step on one node), keep its cluster.
+    tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])
+    slurm = resolvers.SlurmClusterResolver(gpus_per_node=tasks, gpus_per_task=1,
+                                           auto_set_gpu=False)
     return resolvers.SimpleClusterResolver(
         slurm.cluster_spec(), task_type=slurm.task_type, task_id=slurm.task_id,
         rpc_layer=slurm.rpc_layer, num_accelerators={})
@@ -83,3 +86,21 @@ def pick(mode: str = "auto", tpu: str | None = None) -> tuple[tf.distribute.Stra
         return strategy, f"mirrored over {len(gpus)} GPUs{note}"
     device = "1 GPU" if gpus else "CPU"
     return tf.distribute.get_strategy(), f"default strategy ({device}){note}"
+
+
+def worker_dir(strategy: tf.distribute.Strategy, output_dir: str) -> str:
+    """Where this process writes its run: ``output_dir`` on the chief (the ``chief`` task, else
+    worker 0, or a single machine), ``<output_dir>/workers/<task>-<i>`` on the other workers.
+
+    Every worker trains the same mirrored variables and checkpoints its own copy (so each one
+    can resume after a kill), but only the chief's metrics, plots and evaluation are the run's.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type:
+        return output_dir
+    task_id = int(resolver.task_id or 0)
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0):
+        return output_dir
+    return os.path.join(output_dir, "workers", f"{task_type}-{task_id}")

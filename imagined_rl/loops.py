@@ -151,25 +151,30 @@ class RunConfig:
         return hp
 
 
-def build_agent(config: RunConfig) -> tuple[PPO, HParams]:
-    """The PPO agent (and its env) that ``config`` describes, freshly initialised."""
+def build_agent(config: RunConfig, strategy: tf.distribute.Strategy | None = None
+                ) -> tuple[PPO, HParams]:
+    """The PPO agent (and its env) that ``config`` describes, freshly initialised (data
+    parallel over ``strategy``'s replicas when given)."""
     hp = config.make_hparams()
     env = env_for(config, int(hp.num_envs) * int(hp.num_seeds))
-    return PPO(env, hp, total_env_steps=int(hp.train_steps), seed=config.seed), hp
+    return PPO(env, hp, total_env_steps=int(hp.train_steps), seed=config.seed,
+               strategy=strategy), hp
 
 
 def train_model_free(
     config: RunConfig, output_dir: str, save_checkpoints_secs: float = 30.0,
     eval_episodes: int = 16, progress: bool = True, log: Callable[[str], None] = print,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> dict[str, Any]:
-    """Trains PPO until ``hparams.train_steps`` env steps per agent, resuming if possible.
+    """Trains PPO until ``hparams.train_steps`` env steps per agent, resuming if possible
+    (under ``strategy``: data parallel, see ``ppo.PPO``).
 
     Returns the final evaluation ``{"mean_return", "std_return", "episodes", ...}``.
     """
     if rundir.read_config(output_dir) is not None:
         RunConfig.load(output_dir)  # a world-model run here is refused by name
     rundir.check(output_dir, dataclasses.asdict(config), "a PPO run")
-    agent, hp = build_agent(config)  # a bad env or hparams fails here, before the dir is claimed
+    agent, hp = build_agent(config, strategy)  # bad env or hparams: fails before the claim
     config.claim(output_dir)
     ckpt = tf.train.Checkpoint(state=agent.variables())
     manager = tf.train.CheckpointManager(ckpt, os.path.join(output_dir, "checkpoints"), 3)

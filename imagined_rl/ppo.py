@@ -319,8 +319,11 @@ class PPO:
     agent) fixes the learning-rate annealing schedule.
     """
 
-    def __init__(self, env: BatchEnv, hparams: Any, total_env_steps: int, seed: int = 0):
+    def __init__(self, env: BatchEnv, hparams: Any, total_env_steps: int, seed: int = 0,
+                 strategy: tf.distribute.Strategy | None = None):
         self.env, self.hp, self.seed = env, hparams, int(seed)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = int(self.strategy.num_replicas_in_sync)
         self.num_seeds = int(getattr(hparams, "num_seeds", 1))
         self.num_envs = int(hparams.num_envs)
         if env.num_envs != self.num_envs * self.num_seeds:
@@ -336,6 +339,8 @@ class PPO:
                 f"epoch_length*num_envs={batch} is not divisible by num_minibatches="
                 f"{hparams.num_minibatches}"
             )
+        if self.replicas > 1:
+            self.local_env = self._check_shardable(env)
         self.discrete = isinstance(env.action_spec, Discrete)
         self.network = str(getattr(hparams, "network", "mlp"))
         self.share_torso = bool(getattr(hparams, "share_torso", True))
@@ -364,7 +369,8 @@ class PPO:
             "iteration": tf.constant(0, tf.int64),
             "updates": tf.constant(0, tf.int64),
         }
-        self.state = tf.nest.map_structure(lambda t: tf.Variable(t, trainable=False), carry)
+        with self.strategy.scope():  # mirrored across replicas; one copy on one device
+            self.state = tf.nest.map_structure(lambda t: tf.Variable(t, trainable=False), carry)
         jit = bool(getattr(hparams, "jit", True))
         if jit and self.network != "mlp" and not _accelerator() and not bool(
                 getattr(hparams, "xla_convs_on_cpu", False)):
@@ -377,6 +383,13 @@ class PPO:
         if jit and not env.jit_compatible:  # host-stepped env: compile the update part only
             self._update = tf.function(self._update, jit_compile=True, autograph=False)
         self._act = tf.function(self._act_graph, jit_compile=jit, autograph=False)
+        if self.replicas > 1:  # XLA per replica; the all-reduce and the loop around it outside
+            self._shard_prepare = tf.function(self._shard_prepare_graph, jit_compile=jit,
+                                              autograph=False)
+            self._shard_grads = tf.function(self._grads, jit_compile=jit, autograph=False)
+            self._shard_apply = tf.function(self._apply, jit_compile=jit, autograph=False)
+            self._replicated_iteration = tf.function(self._replicated_iteration_graph,
+                                                     autograph=False)
 
     # ---- parameters ----------------------------------------------------------------------
     def _init_params(self) -> Params:
@@ -470,31 +483,33 @@ class PPO:
         ent = tf.broadcast_to(gaussian_entropy(params["log_std"])[:, None], tf.shape(out)[:-1])
         return gaussian_log_prob(out, log_std, action), ent
 
-    def _env_action(self, action: tf.Tensor) -> tf.Tensor:
+    def _env_action(self, action: tf.Tensor, env: BatchEnv) -> tf.Tensor:
         """``[S, N, ...]`` agent actions -> ``[S*N, ...]`` env actions (clipped to the Box)."""
-        spec = self.env.action_spec
-        action = tf.reshape(action, [self.env.num_envs, *spec.shape])
+        spec = env.action_spec
+        action = tf.reshape(action, [env.num_envs, *spec.shape])
         if isinstance(spec, Box):
             low, high = spec.bounds()
             action = tf.clip_by_value(action, low, high)
         return action
 
     # ---- rollout ---------------------------------------------------------------------------
-    def _rollout(self, c: dict) -> tuple[dict, dict, tf.Tensor, dict]:
-        """Steps the envs ``epoch_length`` times; returns the carry and a ``[T, S, N]`` batch.
+    def _rollout(self, c: dict, env: BatchEnv) -> tuple[dict, dict, tf.Tensor, dict]:
+        """Steps ``env`` (``self.env``, or a replica's share of it) ``epoch_length`` times;
+        returns the carry and a ``[T, S, N]`` batch.
 
         Only the policy runs inside the sequential loop; the critic is evaluated afterwards on
         every stored observation (and every ``final_obs``) in one batched pass.
         """
-        hp, s, n = self.hp, self.num_seeds, self.num_envs
+        hp, s = self.hp, self.num_seeds
+        n = env.num_envs // s
         t_len = int(hp.epoch_length)
         params = c["params"]
-        spec = self.env.action_spec
+        spec = env.action_spec
         act_shape = [s, n] + ([] if self.discrete else list(spec.shape))
-        obs_shape = [s, n, *self.env.observation_spec.shape]
+        obs_shape = [s, n, *env.observation_spec.shape]
         buf = {
-            "obs": tf.TensorArray(self.env.observation_spec.dtype, t_len, element_shape=obs_shape),
-            "final_obs": tf.TensorArray(self.env.observation_spec.dtype, t_len,
+            "obs": tf.TensorArray(env.observation_spec.dtype, t_len, element_shape=obs_shape),
+            "final_obs": tf.TensorArray(env.observation_spec.dtype, t_len,
                                         element_shape=obs_shape),
             "action": tf.TensorArray(tf.int32 if self.discrete else tf.float32, t_len,
                                      element_shape=act_shape),
@@ -503,13 +518,13 @@ class PPO:
             "terminated": tf.TensorArray(tf.bool, t_len),
             "truncated": tf.TensorArray(tf.bool, t_len),
         }
-        zeros = tf.zeros([self.env.num_envs])
+        zeros = tf.zeros([env.num_envs])
 
         def body(t, env_state, obs, key, ep_ret, ep_len, ret_acc, len_acc, count, buf):
             k_act, k_env, key = tf.unstack(split(key, 3))
             action, log_prob = self._sample(params, self._policy(params, self._features(obs)),
                                             k_act)
-            env_state, step = self.env.step(env_state, self._env_action(action), k_env)
+            env_state, step = env.step(env_state, self._env_action(action, env), k_env)
             done = tf.cast(tf.logical_or(step.terminated, step.truncated), tf.float32)
             ep_ret = ep_ret + step.reward
             ep_len = ep_len + 1.0
@@ -562,62 +577,15 @@ class PPO:
         return tf.reshape(tf.constant(self.sweep[name], tf.float32), [-1] + [1] * (rank - 1))
 
     # ---- update ----------------------------------------------------------------------------
-    def _update(self, c: dict, batch: dict, lr: tf.Tensor) -> tuple[dict, dict]:
-        """``optimization_epochs`` x ``num_minibatches`` Adam steps on the rollout batch."""
+    def _prepare(self, c: dict, env: BatchEnv) -> tuple[dict, dict, tf.Tensor, tf.Tensor, dict]:
+        """Rollout on ``env``, GAE, the annealed rate and the minibatch order: all an update needs.
+
+        Returns ``(carry, batch, perms, lr, rollout stats)``: the batch agent-major
+        ``[S, T*N, ...]``, ``perms [E*M, S, mb]`` (update i takes minibatch i; static shapes
+        keep XLA on its fast path).
+        """
         hp, s = self.hp, self.num_seeds
-        n_batch = self.steps_per_iteration
-        n_mb = int(hp.num_minibatches)
-        mb = n_batch // n_mb
-        n_updates = int(hp.optimization_epochs) * n_mb
-        # [T, S, N, ...] -> [S, T*N, ...]
-        flat = {
-            k: tf.reshape(tf.experimental.numpy.moveaxis(v, 1, 0), [s, n_batch, *v.shape[3:]])
-            for k, v in batch.items()
-        }
-        key, perm_key = tf.unstack(split(c["key"]))
-        noise = tf.random.stateless_uniform([int(hp.optimization_epochs), s, n_batch], perm_key)
-        perms = tf.argsort(noise, axis=-1)  # one shuffle per epoch per agent
-        # [E * M, S, mb]: update i takes minibatch i; static shapes keep XLA on its fast path
-        perms = tf.reshape(tf.transpose(tf.reshape(perms, [-1, s, n_mb, mb]), [0, 2, 1, 3]),
-                           [n_updates, s, mb])
-        treedef = c["params"]
-        stat_names = UPDATE_METRICS
-
-        def body(i, params, m, v, updates, acc):
-            idx = perms[i]
-            mbatch = {k: tf.gather(x, idx, batch_dims=1) for k, x in flat.items()}
-            with tf.GradientTape() as tape:
-                tape.watch(params)
-                p = tf.nest.pack_sequence_as(treedef, params)
-                out, value = self._heads(p, self._features(mbatch["obs"]))
-                log_prob, entropy = self._log_prob_entropy(p, out, mbatch["action"])
-                loss, stats = ppo_loss(
-                    log_prob, mbatch["log_prob"], mbatch["advantage"], value,
-                    mbatch["value"], mbatch["target"], entropy, self._hp("clipping_coef", 2),
-                    float(hp.value_loss_coef), self._hp("entropy_loss_coef"),
-                    bool(hp.clip_value_loss), bool(hp.normalize_advantages))
-                total = tf.reduce_sum(loss)  # agents are independent: sum keeps grads separate
-            grads = tape.gradient(total, params)
-            grads, norm = clip_by_agent_norm(grads, float(hp.clip_grad_norm))
-            updates = updates + 1
-            params, m, v = adam(params, grads, m, v, updates, lr)
-            stats["grad_norm"] = norm
-            acc = [a + stats[k] for a, k in zip(acc, stat_names)]
-            return i + 1, params, m, v, updates, acc
-
-        loop = (0, tf.nest.flatten(c["params"]), c["m"], c["v"], c["updates"],
-                [tf.zeros([s]) for _ in stat_names])
-        _, params, m, v, updates, acc = tf.while_loop(
-            lambda i, *_: i < n_updates, body, loop, maximum_iterations=n_updates,
-            parallel_iterations=1)
-        c = dict(c, params=tf.nest.pack_sequence_as(treedef, params), m=m, v=v, updates=updates,
-                 key=key)
-        return c, {k: a / n_updates for k, a in zip(stat_names, acc)}
-
-    def _iteration(self, c: dict) -> tuple[dict, dict]:
-        """One PPO iteration: rollout, GAE, update. Returns the new carry and ``[S]`` metrics."""
-        hp = self.hp
-        c, batch, last_value, stats = self._rollout(c)
+        c, batch, last_value, stats = self._rollout(c, env)
         adv, target = gae(batch["reward"], batch["value"], last_value, batch["terminated"],
                           batch["truncated"], batch["final_value"], self._hp("gae_gamma", 2),
                           self._hp("gae_lambda", 2))  # [S, 1] over [T, S, N]
@@ -628,7 +596,70 @@ class PPO:
         lr = self._hp("learning_rate_constant") * frac
         batch = {k: batch[k] for k in ("obs", "action", "log_prob", "value")}
         batch.update(advantage=adv, target=target)
-        c, upd = self._update(c, batch, lr)
+        n_batch = int(hp.epoch_length) * (env.num_envs // s)
+        n_mb, epochs = int(hp.num_minibatches), int(hp.optimization_epochs)
+        # [T, S, N, ...] -> [S, T*N, ...]
+        flat = {
+            k: tf.reshape(tf.experimental.numpy.moveaxis(v, 1, 0), [s, n_batch, *v.shape[3:]])
+            for k, v in batch.items()
+        }
+        key, perm_key = tf.unstack(split(c["key"]))
+        noise = tf.random.stateless_uniform([epochs, s, n_batch], perm_key)
+        perms = tf.argsort(noise, axis=-1)  # one shuffle per epoch per agent
+        perms = tf.reshape(tf.transpose(tf.reshape(perms, [-1, s, n_mb, n_batch // n_mb]),
+                                        [0, 2, 1, 3]), [epochs * n_mb, s, n_batch // n_mb])
+        return dict(c, key=key), flat, perms, lr, stats
+
+    def _grads(self, params: list, flat: dict, idx: tf.Tensor) -> tuple[list, dict]:
+        """Gradients of the PPO loss on minibatch ``idx [S, mb]`` of ``flat``, and its stats."""
+        hp = self.hp
+        mbatch = {k: tf.gather(x, idx, batch_dims=1) for k, x in flat.items()}
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            p = tf.nest.pack_sequence_as(self.state["params"], params)
+            out, value = self._heads(p, self._features(mbatch["obs"]))
+            log_prob, entropy = self._log_prob_entropy(p, out, mbatch["action"])
+            loss, stats = ppo_loss(
+                log_prob, mbatch["log_prob"], mbatch["advantage"], value,
+                mbatch["value"], mbatch["target"], entropy, self._hp("clipping_coef", 2),
+                float(hp.value_loss_coef), self._hp("entropy_loss_coef"),
+                bool(hp.clip_value_loss), bool(hp.normalize_advantages))
+            total = tf.reduce_sum(loss)  # agents are independent: sum keeps grads separate
+        return tape.gradient(total, params), stats
+
+    def _apply(self, params: list, grads: list, m: list, v: list, updates: tf.Tensor,
+               lr: tf.Tensor) -> tuple[list, list, list, tf.Tensor, tf.Tensor]:
+        """Per-agent gradient clipping and one Adam step; returns the new state and the norm."""
+        grads, norm = clip_by_agent_norm(grads, float(self.hp.clip_grad_norm))
+        updates = updates + 1
+        params, m, v = adam(params, grads, m, v, updates, lr)
+        return params, m, v, updates, norm
+
+    def _update(self, c: dict, flat: dict, perms: tf.Tensor, lr: tf.Tensor
+                ) -> tuple[dict, dict]:
+        """``optimization_epochs`` x ``num_minibatches`` Adam steps on the rollout batch."""
+        n_updates = int(perms.shape[0])
+
+        def body(i, params, m, v, updates, acc):
+            grads, stats = self._grads(params, flat, perms[i])
+            params, m, v, updates, stats["grad_norm"] = self._apply(params, grads, m, v,
+                                                                    updates, lr)
+            acc = [a + stats[k] for a, k in zip(acc, UPDATE_METRICS)]
+            return i + 1, params, m, v, updates, acc
+
+        loop = (0, tf.nest.flatten(c["params"]), c["m"], c["v"], c["updates"],
+                [tf.zeros([self.num_seeds]) for _ in UPDATE_METRICS])
+        _, params, m, v, updates, acc = tf.while_loop(
+            lambda i, *_: i < n_updates, body, loop, maximum_iterations=n_updates,
+            parallel_iterations=1)
+        c = dict(c, params=tf.nest.pack_sequence_as(c["params"], params), m=m, v=v,
+                 updates=updates)
+        return c, {k: a / n_updates for k, a in zip(UPDATE_METRICS, acc)}
+
+    def _iteration(self, c: dict) -> tuple[dict, dict]:
+        """One PPO iteration: rollout, GAE, update. Returns the new carry and ``[S]`` metrics."""
+        c, flat, perms, lr, stats = self._prepare(c, self.env)
+        c, upd = self._update(c, flat, perms, lr)
         c["iteration"] = c["iteration"] + 1
         stats.update(upd)
         return c, stats
@@ -664,6 +695,9 @@ class PPO:
         per_call = int(self.hp.iterations_per_call)
         todo = per_call if iterations is None else int(iterations)
         chunks = []
+        if self.replicas > 1:  # one call per iteration (the minibatch loop is host-driven)
+            chunks = [self._replicated_iteration().numpy()[None] for _ in range(todo)]
+            todo = 0
         while todo > 0:
             k = min(todo, per_call)
             chunks.append(self._train(tf.constant(k)).numpy()[:k])
@@ -674,6 +708,97 @@ class PPO:
             out["return_mean"] = out["return_sum"] / out["episodes"]
             out["length_mean"] = out["length_sum"] / out["episodes"]
         return out
+
+    # ---- data parallel across replicas (tf.distribute) --------------------------------------
+    # Every replica holds all S agents and a 1/R share of each agent's envs. The state variables
+    # are mirrored and hold the whole run (all envs), so a checkpoint is the same as one
+    # device's and resumes on any replica count. Per iteration each replica runs its rollout,
+    # GAE and shuffle as one XLA program on its share; each minibatch gradient is its own XLA
+    # program, averaged across replicas (an all-reduce, per agent, between the programs:
+    # XLA:CPU cannot hold collectives) and applied identically everywhere; the new env states
+    # are gathered back. Minibatches are drawn within each replica's share and advantages
+    # normalised per share, so a run matches one device statistically, not bit for bit.
+
+    def _check_shardable(self, env: BatchEnv) -> BatchEnv:
+        """The env of one replica's share; a one-line error where the env cannot be split."""
+        r = self.replicas
+        if self.num_envs % r:
+            raise HParamsError(f"num_envs={self.num_envs} does not split over {r} replicas: "
+                               f"use a multiple of {r}")
+        if (int(self.hp.epoch_length) * self.num_envs // r) % int(self.hp.num_minibatches):
+            raise HParamsError(f"epoch_length*num_envs/{r} replicas is not divisible by "
+                               f"num_minibatches={self.hp.num_minibatches}")
+        if not env.jit_compatible:
+            raise HParamsError(f"{env.name} steps on the host and cannot be split over replicas;"
+                               " use --distribute=none")
+        return env.with_num_envs(env.num_envs // r)
+
+    def _shard_prepare_graph(self, c: dict, rid: tf.Tensor) -> dict:
+        """Replica ``rid``'s rollout, GAE and shuffle on its share of the envs (XLA)."""
+        s, r = self.num_seeds, self.replicas
+        key, sub = tf.unstack(split(c["key"]))
+        share = lambda z: tf.reshape(  # [S*N, ...] -> this replica's [S*N/R, ...]
+            tf.gather(tf.reshape(z, [s, r, -1, *z.shape[1:]]), rid, axis=1), [-1, *z.shape[1:]])
+        parts = ("env_state", "obs", "episode_return", "episode_length")
+        local = dict(c, key=tf.random.experimental.stateless_fold_in(sub, rid),
+                     **{k: tf.nest.map_structure(share, c[k]) for k in parts})
+        local, flat, perms, lr, stats = self._prepare(local, self.local_env)
+        return {"share": {k: local[k] for k in parts}, "key": key, "flat": flat,
+                "perms": perms, "lr": lr, "stats": stats}
+
+    def _replica_prepare(self) -> dict:
+        c = tf.nest.map_structure(lambda v: v.read_value(), self.state)
+        return self._shard_prepare(c, tf.distribute.get_replica_context().replica_id_in_sync_group)
+
+    def _replica_update(self, flat: dict, perms: tf.Tensor, lr: tf.Tensor, i: tf.Tensor) -> dict:
+        """Minibatch ``i``: local gradients, averaged across replicas, applied on each."""
+        ctx = tf.distribute.get_replica_context()
+        read = lambda vs: [v.read_value() for v in vs]
+        param_vars = tf.nest.flatten(self.state["params"])
+        params, m, v = read(param_vars), read(self.state["m"]), read(self.state["v"])
+        grads, stats = self._shard_grads(params, flat, perms[i])
+        grads, stats = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, (grads, stats))
+        params, m, v, updates, stats["grad_norm"] = self._shard_apply(
+            params, grads, m, v, self.state["updates"].read_value(), lr)
+        for var, t in zip(param_vars + self.state["m"] + self.state["v"], params + m + v):
+            var.assign(t)
+        self.state["updates"].assign(updates)
+        return stats
+
+    def _replica_finish(self, share: dict, key: tf.Tensor, stats: dict) -> dict:
+        """Gathers every replica's envs back into the mirrored state; sums the episode stats."""
+        ctx, s = tf.distribute.get_replica_context(), self.num_seeds
+
+        def gather(z):  # [S*N/R, ...] on each replica -> [S*N, ...] everywhere
+            wide = tf.cast(z, tf.int32) if z.dtype == tf.bool else z
+            out = ctx.all_gather(tf.reshape(wide, [s, -1, *z.shape[1:]]), axis=1)
+            return tf.cast(tf.reshape(out, [-1, *z.shape[1:]]), z.dtype)
+
+        for k, part in share.items():
+            tf.nest.map_structure(lambda var, t: var.assign(gather(t)), self.state[k], part)
+        self.state["key"].assign(key)
+        self.state["iteration"].assign_add(1)
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, stats)
+
+    def _replicated_iteration_graph(self) -> tf.Tensor:
+        """One PPO iteration across the strategy's replicas; returns metrics ``[M, S]``."""
+        strategy = self.strategy
+        first = lambda x: tf.nest.map_structure(
+            lambda t: strategy.experimental_local_results(t)[0], x)
+        prep = strategy.run(self._replica_prepare)
+        n_updates = int(self.hp.optimization_epochs) * int(self.hp.num_minibatches)
+
+        def body(i, acc):
+            stats = first(strategy.run(self._replica_update,
+                                       (prep["flat"], prep["perms"], prep["lr"], i)))
+            return i + 1, [a + stats[k] for a, k in zip(acc, UPDATE_METRICS)]
+
+        zeros = [tf.zeros([self.num_seeds]) for _ in UPDATE_METRICS]
+        _, acc = tf.while_loop(lambda i, _: i < n_updates, body, (0, zeros),
+                               maximum_iterations=n_updates, parallel_iterations=1)
+        stats = first(strategy.run(self._replica_finish,
+                                   (prep["share"], prep["key"], prep["stats"])))
+        return tf.stack([stats[k] for k in METRICS[:3]] + [a / n_updates for a in acc])
 
     # ---- acting outside the training graph ------------------------------------------------
     def _act_graph(self, params: Params, obs: tf.Tensor, key: tf.Tensor,

@@ -104,11 +104,15 @@ def ppo_iterations_target(hp: HParams, epoch: int, steps_per_iteration: int) -> 
 
 
 def train_model_based(output_dir: str, loop_hp: HParams, seed: int = 0, progress: bool = True,
-                      log=print) -> list[dict[str, Any]]:
-    """Runs (or resumes) ``loop_hp.epochs`` SimPLe epochs; returns the per-epoch records."""
+                      log=print, strategy: tf.distribute.Strategy | None = None
+                      ) -> list[dict[str, Any]]:
+    """Runs (or resumes) ``loop_hp.epochs`` SimPLe epochs; returns the per-epoch records.
+
+    Under ``strategy`` the world model and PPO in imagination train data parallel across its
+    replicas; collecting and evaluating on the real env stay on one device."""
     os.makedirs(output_dir, exist_ok=True)
     _claim(output_dir, loop_hp, seed)
-    loop = _Loop(output_dir, loop_hp, seed, progress, log)
+    loop = _Loop(output_dir, loop_hp, seed, progress, log, strategy)
     history_path = os.path.join(output_dir, "simple.jsonl")
     done = rundir.read_jsonl(history_path)
     for epoch in range(len(done), int(loop_hp.epochs)):
@@ -146,9 +150,11 @@ class _Loop:
     """The parts one loop process keeps: the world model, the frame store, the agent (each
     built on first use, restored from its checkpoint when there is one)."""
 
-    def __init__(self, output_dir: str, hp: HParams, seed: int, progress: bool, log):
+    def __init__(self, output_dir: str, hp: HParams, seed: int, progress: bool, log,
+                 strategy: tf.distribute.Strategy | None = None):
         self.output_dir, self.hp, self.seed, self.progress, self.log = (
             output_dir, hp, seed, progress, log)
+        self.strategy = strategy
         self.problem = loop_problem(hp)
         self.data_dir = os.path.join(output_dir, "data")
         self.frame_stack = int(hp.get("frame_stack_size", 1))
@@ -179,16 +185,19 @@ class _Loop:
                 registry.hparams_with_overrides(self.hp.model_hparams_set,
                                                 self.hp.get("model_hparams", "")).values(),
                 os.path.abspath(self.data_dir), self.seed)
-            self._trainer = wm_trainer.open_run(config, os.path.join(self.output_dir,
-                                                                     "world_model"), self.log)
+            self._trainer = wm_trainer.open_run(
+                config, os.path.join(self.output_dir, "world_model"), self.log, self.strategy)
         return self._trainer
 
     def store(self, epochs: int) -> FrameStore:
         """The frame store holding the train frames of the first ``epochs`` epochs."""
         if self._store is None:
             spec = data.load_spec(self.data_dir)
-            self._store = FrameStore(spec.obs_shape, spec.obs_dtype, self.trainer.model.history,
-                                     self._capacity())
+            history = self.trainer.model.history
+            # mirrored under a strategy: each replica's XLA program reads its own copy
+            with (self.strategy or tf.distribute.get_strategy()).scope():
+                self._store = FrameStore(spec.obs_shape, spec.obs_dtype, history,
+                                         self._capacity())
         for epoch in range(self._stored_epochs, epochs):
             for chunk in data.frame_chunks(self.data_dir, "train", epochs=[epoch]):
                 self._store.add(*chunk)
@@ -214,7 +223,7 @@ class _Loop:
             sim = SimulatedBatchEnv(self.trainer.model, store, int(self.ppo_hp.num_envs),
                                     int(self.hp.simulated_rollout_length), self.frame_stack)
             agent = PPO(sim, self.ppo_hp, total_env_steps=int(self.hp.get(
-                "ppo_steps_per_epoch", 1)), seed=self.seed)
+                "ppo_steps_per_epoch", 1)), seed=self.seed, strategy=self.strategy)
             ckpt = tf.train.Checkpoint(state=agent.variables())
             self._manager = tf.train.CheckpointManager(
                 ckpt, os.path.join(self.output_dir, "policy"), 2)

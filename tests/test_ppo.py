@@ -426,16 +426,10 @@ def test_update_is_the_same_with_and_without_xla():
     # (One minibatch per epoch, so the random shuffle does not change the gradient.)
     agent = cartpole_agent(
         seed=0, extra=f"jit=false,num_minibatches=1,optimization_epochs=2,{SMALL_NETS}")
-    hp = agent.hp
     c = tf.nest.map_structure(lambda v: v.read_value(), agent.state)
-    c, batch, last_value, _ = agent._rollout(c)
-    adv, target = gae(batch["reward"], batch["value"], last_value, batch["terminated"],
-                      batch["truncated"], batch["final_value"], hp.gae_gamma, hp.gae_lambda)
-    batch = {k: batch[k] for k in ("obs", "action", "log_prob", "value")}
-    batch.update(advantage=adv, target=target)
-    lr = tf.constant(hp.learning_rate_constant)
-    eager, eager_stats = agent._update(c, batch, lr)
-    xla, xla_stats = tf.function(agent._update, jit_compile=True)(c, batch, lr)
+    c, flat, perms, lr, _ = agent._prepare(c, agent.env)
+    eager, eager_stats = agent._update(c, flat, perms, lr)
+    xla, xla_stats = tf.function(agent._update, jit_compile=True)(c, flat, perms, lr)
     diff = max_abs_diff([p.numpy() for p in tf.nest.flatten(eager["params"])],
                         [p.numpy() for p in tf.nest.flatten(xla["params"])])
     assert diff < 1e-5

@@ -14,6 +14,7 @@ be bootstrapped (gymnax's split of ``step`` and ``step_env``).
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 from typing import Any, NamedTuple
 
@@ -108,6 +109,19 @@ class BatchEnv(abc.ABC):
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    def with_num_envs(self, num_envs: int) -> BatchEnv:
+        """The same env with ``num_envs`` copies: one replica's share under ``tf.distribute``.
+
+        A shallow copy (wrapped envs resized too), which suits envs whose only batch-size
+        dependence is ``num_envs``; an env holding more batch-sized Python state overrides it.
+        """
+        env = copy.copy(self)
+        env.num_envs = int(num_envs)
+        for name, inner in vars(env).items():
+            if isinstance(inner, BatchEnv):
+                setattr(env, name, inner.with_num_envs(num_envs))
+        return env
 
 
 class Environment(BatchEnv):

@@ -63,10 +63,32 @@ def build_model(config: ModelRunConfig) -> WorldModel:
 
 
 class ModelTrainer:
-    """Owns a model, its optimiser, step counter and checkpoint manager."""
+    """Owns a model, its optimiser, step counter and checkpoint manager.
 
-    def __init__(self, config: ModelRunConfig, output_dir: str):
+    Under a ``tf.distribute`` strategy of R replicas, training is data parallel: each replica
+    takes ``batch_size / R`` windows of every batch, its gradients (one XLA program) are
+    averaged across replicas (then clipped, as one device clips the whole batch's) and applied
+    identically to the mirrored variables.
+    """
+
+    def __init__(self, config: ModelRunConfig, output_dir: str,
+                 strategy: tf.distribute.Strategy | None = None):
         self.config, self.output_dir = config, output_dir
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = int(self.strategy.num_replicas_in_sync)
+        with self.strategy.scope():
+            self._make(config, output_dir)
+        if int(self.hp.batch_size) % self.replicas:
+            raise UserError(f"batch_size={self.hp.batch_size} does not split over "
+                            f"{self.replicas} replicas: use a multiple of {self.replicas}")
+        self._dev_batches: list | None = None
+        jit = bool(self.hp.get("jit", True))
+        self._grads = tf.function(self._grads_graph, jit_compile=jit)
+        self._train_step = tf.function(self._train_step_graph, jit_compile=jit)
+        self._replicated_step = tf.function(self._replicated_step_graph, autograph=False)
+        self._eval_step = tf.function(self._eval_step_graph, jit_compile=jit)
+
+    def _make(self, config: ModelRunConfig, output_dir: str) -> None:
         self.model = build_model(config)
         self.hp = self.model.hparams
         self.clip = float(self.hp.get("clip_grad_norm", 0.0) or 0.0)
@@ -80,23 +102,26 @@ class ModelTrainer:
             self.clip = 0.0
         else:
             self.optimizer = tf.keras.optimizers.Adam(lr)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               step=self.step)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=3)
-        self._dev_batches: list | None = None
-        jit = bool(self.hp.get("jit", True))
-        self._train_step = tf.function(self._train_step_graph, jit_compile=jit)
-        self._eval_step = tf.function(self._eval_step_graph, jit_compile=jit)
+
+    def build(self) -> None:
+        """Creates the model's lazily built layers and the optimiser's slots (under the
+        strategy, so they are mirrored), from one training batch."""
+        batch = next(iter(self.dataset("train", shuffle=False).take(1)))
+        with self.strategy.scope():
+            self.model.loss(batch, False, make_key(0))
+            self.optimizer.build(self.model.train_variables)
 
     def restore(self) -> bool:
         """Restores the newest checkpoint; ``False`` if there is none (a fresh run)."""
         if not self.manager.latest_checkpoint:
             return False
-        batch = next(iter(self.dataset("train", shuffle=False).take(1)))
-        self.model.loss(batch, False, make_key(0))  # builds lazily created layers
-        self.optimizer.build(self.model.train_variables)
+        self.build()
         self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
         return True
 
@@ -106,18 +131,39 @@ class ModelTrainer:
                             seed=self.config.seed + int(self.step.numpy()),
                             drop_remainder=True)
 
-    def _train_step_graph(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> dict:
-        variables = self.model.train_variables
+    def _grads_graph(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> tuple[dict, list]:
+        """The metrics of one batch and the gradients of its (loss-scaled) loss."""
         scaled = isinstance(self.optimizer, tf.keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             loss, metrics = self.model.loss(batch, True, key)
             objective = self.optimizer.scale_loss(loss) if scaled else loss
-        grads = tape.gradient(objective, variables)
+        return dict(metrics, loss=loss), tape.gradient(objective, self.model.train_variables)
+
+    def _apply(self, grads: list) -> None:
         if self.clip > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.clip)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(grads, self.model.train_variables))
         self.step.assign_add(1)
-        return dict(metrics, loss=loss)
+
+    def _train_step_graph(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> dict:
+        metrics, grads = self._grads_graph(batch, key)
+        self._apply(grads)
+        return metrics
+
+    def _replica_step(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> dict:
+        ctx = tf.distribute.get_replica_context()
+        key = tf.random.experimental.stateless_fold_in(key, ctx.replica_id_in_sync_group)
+        metrics, grads = self._grads(batch, key)
+        if self.clip > 0:  # clip the mean gradient, as one device would
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
+        # Keras sums gradients across replicas inside apply_gradients: hand it 1/R of each
+        self._apply([g / self.replicas for g in grads])
+        return metrics
+
+    def _replicated_step_graph(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> dict:
+        metrics = self.strategy.run(self._replica_step, (batch, key))
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in metrics.items()}
 
     def _eval_step_graph(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> tf.Tensor:
         loss, _ = self.model.loss(batch, False, key)
@@ -159,7 +205,15 @@ class ModelTrainer:
         wall0 = history[-1]["wall_time_s"] if history else 0.0
         writer = tf.summary.create_file_writer(out)
         key = tf.random.experimental.stateless_fold_in(make_key(self.config.seed), done)
-        batches = iter(self.dataset("train", shuffle=True).repeat())
+        batches = self.dataset("train", shuffle=True).repeat()
+        step_fn = self._train_step
+        if self.replicas > 1:  # workers split each global batch (not the shard files)
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA)
+            batches, step_fn = (self.strategy.experimental_distribute_dataset(
+                batches.with_options(options)), self._replicated_step)
+        batches = iter(batches)
         bar = tqdm.tqdm(total=train_steps, initial=min(done, train_steps), unit="step",
                         disable=not progress, dynamic_ncols=True, desc=self.config.model)
         start = last_save = time.perf_counter()
@@ -169,7 +223,7 @@ class ModelTrainer:
         with open(metrics_path, "a") as mfile:
             while int(self.step.numpy()) < train_steps:
                 step_key, key = tf.unstack(split(key))
-                metrics = self._train_step(next(batches), step_key)
+                metrics = step_fn(next(batches), step_key)
                 for name, value in metrics.items():
                     sums[name] = sums.get(name, 0.0) + float(value)
                 count += 1
@@ -205,15 +259,16 @@ class ModelTrainer:
 
 def train_world_model(config: ModelRunConfig, output_dir: str, train_steps: int | None = None,
                       save_checkpoints_secs: float = 30.0, progress: bool = True,
-                      log=print) -> ModelTrainer:
+                      log=print, strategy: tf.distribute.Strategy | None = None) -> ModelTrainer:
     """Trains (or resumes) the world model of ``config`` in ``output_dir``."""
-    trainer = open_run(config, output_dir, log)
+    trainer = open_run(config, output_dir, log, strategy)
     steps = int(train_steps or trainer.hp.train_steps)
     trainer.train(steps, save_checkpoints_secs=save_checkpoints_secs, progress=progress)
     return trainer
 
 
-def open_run(config: ModelRunConfig, output_dir: str, log=print) -> ModelTrainer:
+def open_run(config: ModelRunConfig, output_dir: str, log=print,
+             strategy: tf.distribute.Strategy | None = None) -> ModelTrainer:
     """The trainer of the world-model run in ``output_dir``: claimed for ``config`` (a rerun
     must ask for the same), restored from its newest checkpoint, or fresh and fitted to its
     data's base rates (``adapt``). Train it with :meth:`ModelTrainer.train`, as often as
@@ -221,10 +276,11 @@ def open_run(config: ModelRunConfig, output_dir: str, log=print) -> ModelTrainer
     if rundir.read_config(output_dir) is not None:
         ModelRunConfig.load(output_dir)  # a PPO run here is refused by name
     rundir.claim(output_dir, dataclasses.asdict(config), "a world-model run")
-    trainer = ModelTrainer(config, output_dir)
+    trainer = ModelTrainer(config, output_dir, strategy)
     if trainer.restore():
         log(f"resuming {output_dir} from step {int(trainer.step.numpy())}")
     else:
+        trainer.build()
         trainer.model.adapt(trainer.dataset("train", shuffle=True).take(50))
     return trainer
 

@@ -1,0 +1,159 @@
+"""PPO and world-model training under tf.distribute: 1 device vs 2 logical CPU devices vs 2
+localhost workers, the same global batch, on this machine, in one run.
+
+    python bench/distribute_scaling.py [--seconds=10] [--out=bench/results/distribute_scaling]
+
+Each setting runs in fresh processes (logical devices and workers must be set before TensorFlow
+starts): one process for 1 device and for 2 logical devices (``MirroredStrategy``), two for the
+workers (``MultiWorkerMirroredStrategy`` over localhost ports from ``TF_CONFIG``, one CPU device
+each). PPO is CartPole with ``ppo_cartpole`` at ``num_envs=8`` (8 envs per agent in all, split
+over the replicas); the world model is ``vector_ensemble`` at ``batch_size=256`` on recorded
+CartPole data. On one 2-core machine the replicas share the same cores, so ideal scaling is
+1.0x: what the table shows is the cost of the distributed structure (per-minibatch all-reduce
+between XLA programs, gathers, collectives over gRPC), not a speed-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+flags.DEFINE_float("seconds", 10.0, "timed seconds per measurement (after a warm-up call)")
+flags.DEFINE_string("out", "bench/results/distribute_scaling", "writes OUT.json and OUT.md")
+flags.DEFINE_string("child", None, "internal: devices:N or worker")
+flags.DEFINE_string("data_dir", None, "internal: recorded CartPole data")
+FLAGS = flags.FLAGS
+PPO_OVERRIDES = "num_envs=8,iterations_per_call=8"
+
+
+def measure(strategy, data_dir: str, seconds: float) -> dict:
+    """Steady PPO env steps/s and world-model optimiser steps/s under ``strategy``."""
+    import tensorflow as tf  # noqa: F401  (after the logical devices are set)
+
+    from imagined_rl import loops, registry
+    from imagined_rl.ppo import PPO
+    from imagined_rl.world_models import trainer
+
+    hp = registry.hparams_with_overrides("ppo_cartpole", PPO_OVERRIDES)
+    agent = PPO(loops.make_env("CartPole-v1", 8), hp, total_env_steps=10**8, strategy=strategy)
+    t0 = time.perf_counter()
+    agent.train(1)
+    compile_s = time.perf_counter() - t0
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        agent.train(8)
+        steps += 8 * agent.steps_per_iteration
+    ppo_sps = steps / (time.perf_counter() - t0)
+
+    config = trainer.ModelRunConfig(model="vector_ensemble", hparams_set="world_model_vector",
+                                    hparams={"batch_size": 256}, data_dir=data_dir, seed=0)
+    run = trainer.open_run(config, tempfile.mkdtemp(), log=lambda _: None, strategy=strategy)
+    run.train(20, log_every=10**9, progress=False)  # compile
+    t0 = time.perf_counter()
+    run.train(70, log_every=10**9, progress=False)  # calibrate: 50 steps
+    steps = max(50, round(50 * seconds / (time.perf_counter() - t0)))
+    t0 = time.perf_counter()  # one call (its one checkpoint and dev loss at the end included)
+    run.train(70 + steps, log_every=10**9, progress=False)
+    wm_sps = steps / (time.perf_counter() - t0)
+    return {"replicas": strategy.num_replicas_in_sync, "ppo_env_steps_per_s": round(ppo_sps),
+            "ppo_first_call_s": round(compile_s, 2), "wm_steps_per_s": round(wm_sps, 1),
+            "wm_windows_per_s": round(wm_sps * 256)}
+
+
+def child(mode: str, data_dir: str, seconds: float) -> None:
+    import tensorflow as tf
+
+    if mode.startswith("devices:"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        out = {"one": measure(tf.distribute.get_strategy(), data_dir, seconds),
+               "two": measure(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), data_dir,
+                              seconds)}
+    else:
+        out = {"workers": measure(tf.distribute.MultiWorkerMirroredStrategy(), data_dir,
+                                  seconds)}
+    print(json.dumps(out))
+
+
+def _run_child(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, **(env or {})})
+
+
+def _last_json(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"a benchmark child failed (exit {proc.returncode})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def record_data(data_dir: str) -> None:
+    import tensorflow as tf
+
+    from imagined_rl import data, loops
+
+    env = loops.make_env("CartPole-v1", 8)
+    data.record(env, lambda obs, key: tf.random.stateless_uniform([8], key, 0, 2, tf.int32),
+                20_000, data_dir, seed=0, steps_per_shard=5_000, progress=False)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if FLAGS.child:
+        return child(FLAGS.child, FLAGS.data_dir, FLAGS.seconds)
+    data_dir = os.path.join(tempfile.mkdtemp(), "cartpole")
+    proc = _run_child(["--child=record", f"--data_dir={data_dir}"])
+    proc.communicate()
+    common = [f"--data_dir={data_dir}", f"--seconds={FLAGS.seconds}"]
+    result = _last_json(_run_child(["--child=devices:2", *common]))
+    socks = [socket.socket() for _ in range(2)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    cluster = {"worker": [f"localhost:{s.getsockname()[1]}" for s in socks]}
+    for s in socks:
+        s.close()
+    procs = [_run_child(["--child=worker", *common], {"TF_CONFIG": json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": i}})}) for i in range(2)]
+    result.update(_last_json(procs[0]))
+    _last_json(procs[1])
+    result["command"] = "python bench/distribute_scaling.py " + " ".join(sys.argv[1:])
+    write(result, FLAGS.out)
+
+
+def write(result: dict, out: str) -> None:
+    one = result["one"]
+    rows = [("1 device (default strategy; PPO: one fused XLA program)", one),
+            ("2 logical CPU devices (MirroredStrategy)", result["two"]),
+            ("2 localhost workers (MultiWorkerMirroredStrategy, TF_CONFIG)", result["workers"])]
+    lines = ["| setting | replicas | PPO env steps/s | vs 1 device | PPO first call (s) | "
+             "world-model steps/s | vs 1 device |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r['replicas']} | {r['ppo_env_steps_per_s']:,} | "
+            f"{r['ppo_env_steps_per_s'] / one['ppo_env_steps_per_s']:.2f}x | "
+            f"{r['ppo_first_call_s']} | {r['wm_steps_per_s']} | "
+            f"{r['wm_steps_per_s'] / one['wm_steps_per_s']:.2f}x |")
+    lines += ["", f"Command: `{result['command']}`; PPO `ppo_cartpole` with `{PPO_OVERRIDES}`, "
+              "world model `vector_ensemble` at `batch_size=256` (the same global batch in every "
+              "row). Overhead = 1 - ratio: on one 2-core machine the replicas share the cores."]
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if "--child=record" in sys.argv:
+        record_data(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--data_dir=")))
+    else:
+        app.run(main)
