@@ -29,28 +29,40 @@ flags.DEFINE_float("seconds", 10.0, "timed seconds per measurement (after a warm
 flags.DEFINE_string("out", "bench/results/distribute_scaling", "writes OUT.json and OUT.md")
 flags.DEFINE_string("child", None, "internal: devices:N or worker")
 flags.DEFINE_string("data_dir", None, "internal: recorded CartPole data")
+flags.DEFINE_integer("ppo_calls", 0, "internal: fixed PPO calls (workers must agree), 0: timed")
+flags.DEFINE_integer("wm_steps", 0, "internal: fixed world-model steps, 0: timed")
+flags.DEFINE_integer("seeds_calls", 0, "internal: fixed 2-agent PPO calls, 0: timed")
 FLAGS = flags.FLAGS
-PPO_OVERRIDES = "num_envs=8,iterations_per_call=8"
+PPO_OVERRIDES = "num_envs=8,iterations_per_call=8"  # one agent: its envs split over replicas
+SEEDS_OVERRIDES = "num_envs=4,num_seeds=2,iterations_per_call=8"  # whole agents per replica
 
 
-def measure(strategy, data_dir: str, seconds: float) -> dict:
-    """Steady PPO env steps/s and world-model optimiser steps/s under ``strategy``."""
+def measure(strategy, data_dir: str, seconds: float, ppo_calls: int = 0, wm_steps: int = 0,
+            seeds_calls: int = 0) -> dict:
+    """Steady PPO env steps/s and world-model optimiser steps/s under ``strategy``: for about
+    ``seconds`` each, or for fixed counts (workers must all run the same number of steps)."""
     import tensorflow as tf  # noqa: F401  (after the logical devices are set)
 
     from imagined_rl import loops, registry
     from imagined_rl.ppo import PPO
     from imagined_rl.world_models import trainer
 
-    hp = registry.hparams_with_overrides("ppo_cartpole", PPO_OVERRIDES)
-    agent = PPO(loops.make_env("CartPole-v1", 8), hp, total_env_steps=10**8, strategy=strategy)
-    t0 = time.perf_counter()
-    agent.train(1)
-    compile_s = time.perf_counter() - t0
-    steps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        agent.train(8)
-        steps += 8 * agent.steps_per_iteration
-    ppo_sps = steps / (time.perf_counter() - t0)
+    def ppo(overrides: str, fixed_calls: int) -> tuple[float, float, int]:
+        hp = registry.hparams_with_overrides("ppo_cartpole", overrides)
+        agent = PPO(loops.make_env("CartPole-v1", 8), hp, total_env_steps=10**8,
+                    strategy=strategy)
+        t0 = time.perf_counter()
+        agent.train(1)
+        compile_s = time.perf_counter() - t0
+        calls, t0 = 0, time.perf_counter()
+        while (calls < fixed_calls) if fixed_calls else (time.perf_counter() - t0 < seconds):
+            agent.train(8)
+            calls += 1
+        steps = calls * 8 * agent.steps_per_iteration * agent.num_seeds
+        return steps / (time.perf_counter() - t0), compile_s, calls
+
+    ppo_sps, compile_s, calls = ppo(PPO_OVERRIDES, ppo_calls)
+    seeds_sps, seeds_compile_s, seeds_calls = ppo(SEEDS_OVERRIDES, ppo_calls and seeds_calls)
 
     config = trainer.ModelRunConfig(model="vector_ensemble", hparams_set="world_model_vector",
                                     hparams={"batch_size": 256}, data_dir=data_dir, seed=0)
@@ -58,16 +70,19 @@ def measure(strategy, data_dir: str, seconds: float) -> dict:
     run.train(20, log_every=10**9, progress=False)  # compile
     t0 = time.perf_counter()
     run.train(70, log_every=10**9, progress=False)  # calibrate: 50 steps
-    steps = max(50, round(50 * seconds / (time.perf_counter() - t0)))
+    steps = wm_steps or max(50, round(50 * seconds / (time.perf_counter() - t0)))
     t0 = time.perf_counter()  # one call (its one checkpoint and dev loss at the end included)
     run.train(70 + steps, log_every=10**9, progress=False)
     wm_sps = steps / (time.perf_counter() - t0)
     return {"replicas": strategy.num_replicas_in_sync, "ppo_env_steps_per_s": round(ppo_sps),
             "ppo_first_call_s": round(compile_s, 2), "wm_steps_per_s": round(wm_sps, 1),
-            "wm_windows_per_s": round(wm_sps * 256)}
+            "wm_windows_per_s": round(wm_sps * 256), "ppo_calls": calls, "wm_steps": steps,
+            "seeds_env_steps_per_s": round(seeds_sps), "seeds_first_call_s":
+            round(seeds_compile_s, 2), "seeds_calls": seeds_calls}
 
 
-def child(mode: str, data_dir: str, seconds: float) -> None:
+def child(mode: str, data_dir: str, seconds: float, ppo_calls: int, wm_steps: int,
+          seeds_calls: int) -> None:
     import tensorflow as tf
 
     if mode.startswith("devices:"):
@@ -79,7 +94,7 @@ def child(mode: str, data_dir: str, seconds: float) -> None:
                               seconds)}
     else:
         out = {"workers": measure(tf.distribute.MultiWorkerMirroredStrategy(), data_dir,
-                                  seconds)}
+                                  seconds, ppo_calls, wm_steps, seeds_calls)}
     print(json.dumps(out))
 
 
@@ -108,7 +123,8 @@ def record_data(data_dir: str) -> None:
 def main(argv: list[str]) -> None:
     del argv
     if FLAGS.child:
-        return child(FLAGS.child, FLAGS.data_dir, FLAGS.seconds)
+        return child(FLAGS.child, FLAGS.data_dir, FLAGS.seconds, FLAGS.ppo_calls,
+                     FLAGS.wm_steps, FLAGS.seeds_calls)
     data_dir = os.path.join(tempfile.mkdtemp(), "cartpole")
     proc = _run_child(["--child=record", f"--data_dir={data_dir}"])
     proc.communicate()
@@ -120,7 +136,10 @@ def main(argv: list[str]) -> None:
     cluster = {"worker": [f"localhost:{s.getsockname()[1]}" for s in socks]}
     for s in socks:
         s.close()
-    procs = [_run_child(["--child=worker", *common], {"TF_CONFIG": json.dumps(
+    two = result["two"]  # the workers run as many steps as the 2 devices did in the time
+    counts = [f"--ppo_calls={two['ppo_calls']}", f"--wm_steps={two['wm_steps']}",
+              f"--seeds_calls={two['seeds_calls']}"]
+    procs = [_run_child(["--child=worker", *common, *counts], {"TF_CONFIG": json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": i}})}) for i in range(2)]
     result.update(_last_json(procs[0]))
     _last_json(procs[1])
@@ -133,15 +152,22 @@ def write(result: dict, out: str) -> None:
     rows = [("1 device (default strategy; PPO: one fused XLA program)", one),
             ("2 logical CPU devices (MirroredStrategy)", result["two"]),
             ("2 localhost workers (MultiWorkerMirroredStrategy, TF_CONFIG)", result["workers"])]
-    lines = ["| setting | replicas | PPO env steps/s | vs 1 device | PPO first call (s) | "
-             "world-model steps/s | vs 1 device |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| setting | replicas | PPO, 1 agent (envs split): env steps/s | vs 1 device | "
+             "PPO, 2 agents (one per replica): env steps/s | vs 1 device | "
+             "world model: steps/s | vs 1 device |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ratio = lambda r, k: f"{r[k] / one[k]:.2f}x"
     for name, r in rows:
         lines.append(
             f"| {name} | {r['replicas']} | {r['ppo_env_steps_per_s']:,} | "
-            f"{r['ppo_env_steps_per_s'] / one['ppo_env_steps_per_s']:.2f}x | "
-            f"{r['ppo_first_call_s']} | {r['wm_steps_per_s']} | "
-            f"{r['wm_steps_per_s'] / one['wm_steps_per_s']:.2f}x |")
-    lines += ["", f"Command: `{result['command']}`; PPO `ppo_cartpole` with `{PPO_OVERRIDES}`, "
+            f"{ratio(r, 'ppo_env_steps_per_s')} | {r['seeds_env_steps_per_s']:,} | "
+            f"{ratio(r, 'seeds_env_steps_per_s')} | {r['wm_steps_per_s']} | "
+            f"{ratio(r, 'wm_steps_per_s')} |")
+    lines.append("")
+    lines.append("First PPO call (compile), s: " + ", ".join(
+        f"{name.split(' (')[0]}: {r['ppo_first_call_s']} / {r['seeds_first_call_s']}"
+        for name, r in rows) + " (1 agent / 2 agents).")
+    lines += ["", f"Command: `{result['command']}`; PPO `ppo_cartpole` with `{PPO_OVERRIDES}` "
+              f"and `{SEEDS_OVERRIDES}` (8 envs in all either way), "
               "world model `vector_ensemble` at `batch_size=256` (the same global batch in every "
               "row). Overhead = 1 - ratio: on one 2-core machine the replicas share the cores."]
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

@@ -104,3 +104,33 @@ def worker_dir(strategy: tf.distribute.Strategy, output_dir: str) -> str:
     if task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0):
         return output_dir
     return os.path.join(output_dir, "workers", f"{task_type}-{task_id}")
+
+
+def _across_workers(strategy: tf.distribute.Strategy | None, value: float) -> list[float]:
+    """``value`` from every replica of every worker (``[value]`` without several workers)."""
+    if not getattr(getattr(strategy, "cluster_resolver", None), "task_type", None):
+        return [value]
+    per_replica = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant([value], tf.float32))
+    return strategy.gather(per_replica, axis=0).numpy().tolist()
+
+
+def agree(strategy: tf.distribute.Strategy | None, flag: bool) -> bool:
+    """Whether any worker's ``flag`` is set. A decision each worker takes from its own clock
+    (checkpoint now?) is then taken by all at the same step, so they save the same states and
+    their collective calls stay in step."""
+    return max(_across_workers(strategy, float(flag))) > 0
+
+
+def common_checkpoint(strategy: tf.distribute.Strategy | None,
+                      manager: tf.train.CheckpointManager) -> str | None:
+    """The newest checkpoint (numbered by step) that every worker has: each keeps its own copy,
+    and a kill can land between two workers' saves. ``None`` on a fresh run."""
+    numbers = {int(p.rsplit("-", 1)[-1]): p for p in manager.checkpoints}
+    newest = min(_across_workers(strategy, float(max(numbers, default=-1))))
+    if newest < 0:
+        return None
+    if int(newest) not in numbers:
+        raise UserError(f"the workers' checkpoints have no step in common (this one has "
+                        f"{sorted(numbers)}, another stops at {int(newest)}): restart the run")
+    return numbers[int(newest)]

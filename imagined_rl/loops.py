@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from imagined_rl import plots, registry, rundir
+from imagined_rl import distribute, plots, registry, rundir
 from imagined_rl.envs.core import BatchEnv, check_env, make_key, raw_reward, split
 from imagined_rl.errors import UserError
 from imagined_rl.hparams_lib import HParams
@@ -151,12 +151,16 @@ class RunConfig:
         return hp
 
 
-def build_agent(config: RunConfig, strategy: tf.distribute.Strategy | None = None
-                ) -> tuple[PPO, HParams]:
+def build_agent(config: RunConfig, strategy: tf.distribute.Strategy | None = None,
+                log: Callable[[str], None] = print) -> tuple[PPO, HParams]:
     """The PPO agent (and its env) that ``config`` describes, freshly initialised (data
-    parallel over ``strategy``'s replicas when given)."""
+    parallel over ``strategy``'s replicas when given and the env runs in the graph)."""
     hp = config.make_hparams()
     env = env_for(config, int(hp.num_envs) * int(hp.num_seeds))
+    if strategy is not None and strategy.num_replicas_in_sync > 1 and not env.jit_compatible:
+        log(f"{config.env} steps on the host and cannot be split over "
+            f"{strategy.num_replicas_in_sync} replicas: training on one device")
+        strategy = None
     return PPO(env, hp, total_env_steps=int(hp.train_steps), seed=config.seed,
                strategy=strategy), hp
 
@@ -174,18 +178,19 @@ def train_model_free(
     if rundir.read_config(output_dir) is not None:
         RunConfig.load(output_dir)  # a world-model run here is refused by name
     rundir.check(output_dir, dataclasses.asdict(config), "a PPO run")
-    agent, hp = build_agent(config, strategy)  # bad env or hparams: fails before the claim
+    agent, hp = build_agent(config, strategy, log)  # bad env/hparams: fails before the claim
     config.claim(output_dir)
     ckpt = tf.train.Checkpoint(state=agent.variables())
     manager = tf.train.CheckpointManager(ckpt, os.path.join(output_dir, "checkpoints"), 3)
     metrics_path = os.path.join(output_dir, "metrics.jsonl")
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_consumed()
+    latest = distribute.common_checkpoint(strategy, manager)
+    if latest:
+        ckpt.restore(latest).assert_consumed()
         if not agent.env.jit_compatible:
             agent.restart_envs()  # host envs cannot be rewound: start fresh episodes instead
         log(f"resuming {output_dir} from env step {agent.env_steps}")
     # drop log lines newer than the checkpoint (all of them on a fresh start)
-    history = rundir.keep_jsonl(metrics_path, lambda m: bool(manager.latest_checkpoint) and (
+    history = rundir.keep_jsonl(metrics_path, lambda m: bool(latest) and (
         m["env_steps"] <= agent.env_steps))
     wall0 = history[-1]["wall_time_s"] if history else 0.0
 
@@ -218,7 +223,8 @@ def train_model_free(
                             tf.summary.scalar(tag, v)
             bar.update(min(agent.env_steps, total) - min(before, total))
             bar.set_postfix(return_mean=_fmt(record["return_mean"]))
-            if time.perf_counter() - last_save >= save_checkpoints_secs:
+            if distribute.agree(strategy, time.perf_counter() - last_save >=
+                                save_checkpoints_secs):
                 manager.save(checkpoint_number=agent.iteration)
                 last_save = time.perf_counter()
     bar.close()

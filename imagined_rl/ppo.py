@@ -22,6 +22,7 @@ Hyperparameter names follow tensor2tensor's PPO where one exists (``learning_rat
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -35,6 +36,9 @@ Params = dict[str, Any]
 UPDATE_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
 METRICS = ("return_sum", "episodes", "length_sum", *UPDATE_METRICS)  # per iteration, per agent
 _LOG_2PI = math.log(2.0 * math.pi)
+GATHERABLE = (tf.float16, tf.float32, tf.float64, tf.int32, tf.int64)
+# carry entries with a leading agent (params, Adam moments) or agent-major env axis
+SEED_PARTS = ("params", "m", "v", "env_state", "obs", "episode_return", "episode_length")
 
 # --------------------------------------------------------------------------------------------
 # Networks: plain MLPs over batched weights [S, in, out], so S agents share each matmul.
@@ -302,6 +306,25 @@ def parse_sweep(text: str, num_seeds: int) -> dict[str, tuple[float, ...]]:
     return out
 
 
+def replica_share(z: tf.Tensor, num_seeds: int, replicas: int, rid: tf.Tensor) -> tf.Tensor:
+    """Replica ``rid``'s envs of an agent-major ``[S*N, ...]`` tensor: envs
+    ``[rid*N/R, (rid+1)*N/R)`` of every agent, as ``[S*N/R, ...]`` (agent-major still).
+    Concatenating the replicas' shares ``[S, N/R, ...]`` on axis 1 (an all-gather) undoes it."""
+    per_agent = tf.reshape(z, [num_seeds, replicas, -1, *z.shape[1:]])
+    return tf.reshape(tf.gather(per_agent, rid, axis=1), [-1, *z.shape[1:]])
+
+
+def _assign(var: tf.Variable, t: tf.Tensor) -> None:
+    var.assign(tf.cast(t, var.dtype))  # a no-op cast unless the state is stored widened
+
+
+def _all_gather(ctx: tf.distribute.ReplicaContext, z: tf.Tensor, axis: int) -> tf.Tensor:
+    """``ctx.all_gather`` for any dtype: collective gathers take floats and int32/int64 only,
+    so bools and uint8 frames travel widened."""
+    wide = z if z.dtype in GATHERABLE else tf.cast(z, tf.int32)
+    return tf.cast(ctx.all_gather(wide, axis=axis), z.dtype)
+
+
 def _accelerator() -> bool:
     """Whether TensorFlow sees a GPU or TPU (XLA compiles conv torsos well there)."""
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
@@ -339,7 +362,13 @@ class PPO:
                 f"epoch_length*num_envs={batch} is not divisible by num_minibatches="
                 f"{hparams.num_minibatches}"
             )
-        if self.replicas > 1:
+        # several replicas: whole agents per replica where the seed axis splits, else a share
+        # of every agent's envs (see the data-parallel section)
+        self.shard_seeds = self.replicas > 1 and self.num_seeds % self.replicas == 0
+        if self.replicas > 1 and not env.jit_compatible:
+            raise HParamsError(f"{env.name} steps on the host and cannot be split over replicas;"
+                               " use --distribute=none")
+        if self.replicas > 1 and not self.shard_seeds:
             self.local_env = self._check_shardable(env)
         self.discrete = isinstance(env.action_spec, Discrete)
         self.network = str(getattr(hparams, "network", "mlp"))
@@ -369,8 +398,14 @@ class PPO:
             "iteration": tf.constant(0, tf.int64),
             "updates": tf.constant(0, tf.int64),
         }
+        self._dtypes = tf.nest.map_structure(lambda t: t.dtype, carry)
+        # Workers (and TPU hosts) broadcast and gather state with collectives, which take floats
+        # and int32/int64 only: there, uint8 frames and bools are stored widened to int32.
+        widen = self.replicas > 1 and getattr(self.strategy, "cluster_resolver", None) is not None
+        store = lambda t: t if not widen or t.dtype in GATHERABLE else tf.cast(t, tf.int32)
         with self.strategy.scope():  # mirrored across replicas; one copy on one device
-            self.state = tf.nest.map_structure(lambda t: tf.Variable(t, trainable=False), carry)
+            self.state = tf.nest.map_structure(
+                lambda t: tf.Variable(store(t), trainable=False), carry)
         jit = bool(getattr(hparams, "jit", True))
         if jit and self.network != "mlp" and not _accelerator() and not bool(
                 getattr(hparams, "xla_convs_on_cpu", False)):
@@ -383,7 +418,14 @@ class PPO:
         if jit and not env.jit_compatible:  # host-stepped env: compile the update part only
             self._update = tf.function(self._update, jit_compile=True, autograph=False)
         self._act = tf.function(self._act_graph, jit_compile=jit, autograph=False)
-        if self.replicas > 1:  # XLA per replica; the all-reduce and the loop around it outside
+        if self.shard_seeds:  # one XLA program per replica per call, as on one device
+            self._local = copy.copy(self)
+            self._local.num_seeds = self.num_seeds // self.replicas
+            self._local.env = env.with_num_envs(env.num_envs // self.replicas)
+            self._seed_shard = tf.function(self._seed_shard_graph, jit_compile=jit,
+                                           autograph=False)
+            self._seed_call = tf.function(self._seed_call_graph, autograph=False)
+        elif self.replicas > 1:  # XLA per replica; the all-reduce and the loop around it outside
             self._shard_prepare = tf.function(self._shard_prepare_graph, jit_compile=jit,
                                               autograph=False)
             self._shard_grads = tf.function(self._grads, jit_compile=jit, autograph=False)
@@ -429,11 +471,16 @@ class PPO:
         """
         key, sub = tf.unstack(split(self.state["key"].read_value()))
         env_state, obs = self.env.reset(sub)
-        tf.nest.map_structure(lambda v, t: v.assign(t), self.state["env_state"], env_state)
-        self.state["obs"].assign(obs)
+        tf.nest.map_structure(_assign, self.state["env_state"], env_state)
+        _assign(self.state["obs"], obs)
         self.state["key"].assign(key)
         self.state["episode_return"].assign(tf.zeros_like(self.state["episode_return"]))
         self.state["episode_length"].assign(tf.zeros_like(self.state["episode_length"]))
+
+    def _read_state(self) -> dict:
+        """The carry held in the state variables, in the carry's own dtypes."""
+        return tf.nest.map_structure(lambda v, d: tf.cast(v.read_value(), d), self.state,
+                                     self._dtypes)
 
     def variables(self) -> list[tf.Variable]:
         """Everything a checkpoint must hold to resume bit-for-bit."""
@@ -574,15 +621,14 @@ class PPO:
         ``rank`` axes) to broadcast over agent-major tensors."""
         if name not in self.sweep:
             return float(getattr(self.hp, name))
-        return tf.reshape(tf.constant(self.sweep[name], tf.float32), [-1] + [1] * (rank - 1))
+        values = tf.convert_to_tensor(self.sweep[name], tf.float32)
+        return tf.reshape(values, [-1] + [1] * (rank - 1))
 
     # ---- update ----------------------------------------------------------------------------
-    def _prepare(self, c: dict, env: BatchEnv) -> tuple[dict, dict, tf.Tensor, tf.Tensor, dict]:
-        """Rollout on ``env``, GAE, the annealed rate and the minibatch order: all an update needs.
+    def _prepare(self, c: dict, env: BatchEnv) -> tuple[dict, dict, tf.Tensor, dict]:
+        """Rollout on ``env``, GAE and the annealed rate: all an update needs but its order.
 
-        Returns ``(carry, batch, perms, lr, rollout stats)``: the batch agent-major
-        ``[S, T*N, ...]``, ``perms [E*M, S, mb]`` (update i takes minibatch i; static shapes
-        keep XLA on its fast path).
+        Returns ``(carry, batch, lr, rollout stats)``, the batch agent-major ``[S, T*N, ...]``.
         """
         hp, s = self.hp, self.num_seeds
         c, batch, last_value, stats = self._rollout(c, env)
@@ -597,18 +643,24 @@ class PPO:
         batch = {k: batch[k] for k in ("obs", "action", "log_prob", "value")}
         batch.update(advantage=adv, target=target)
         n_batch = int(hp.epoch_length) * (env.num_envs // s)
-        n_mb, epochs = int(hp.num_minibatches), int(hp.optimization_epochs)
         # [T, S, N, ...] -> [S, T*N, ...]
         flat = {
             k: tf.reshape(tf.experimental.numpy.moveaxis(v, 1, 0), [s, n_batch, *v.shape[3:]])
             for k, v in batch.items()
         }
+        return c, flat, lr, stats
+
+    def _shuffle(self, c: dict, n_batch: int) -> tuple[dict, tf.Tensor]:
+        """The minibatch order ``[E*M, S, mb]`` of an update (update i takes minibatch i; static
+        shapes keep XLA on its fast path): one shuffle per epoch per agent. Always compiled
+        with the update (TF's and XLA's random kernels draw different numbers)."""
+        s, n_mb, epochs = self.num_seeds, int(self.hp.num_minibatches), int(
+            self.hp.optimization_epochs)
         key, perm_key = tf.unstack(split(c["key"]))
-        noise = tf.random.stateless_uniform([epochs, s, n_batch], perm_key)
-        perms = tf.argsort(noise, axis=-1)  # one shuffle per epoch per agent
+        perms = tf.argsort(tf.random.stateless_uniform([epochs, s, n_batch], perm_key), axis=-1)
         perms = tf.reshape(tf.transpose(tf.reshape(perms, [-1, s, n_mb, n_batch // n_mb]),
                                         [0, 2, 1, 3]), [epochs * n_mb, s, n_batch // n_mb])
-        return dict(c, key=key), flat, perms, lr, stats
+        return dict(c, key=key), perms
 
     def _grads(self, params: list, flat: dict, idx: tf.Tensor) -> tuple[list, dict]:
         """Gradients of the PPO loss on minibatch ``idx [S, mb]`` of ``flat``, and its stats."""
@@ -635,9 +687,9 @@ class PPO:
         params, m, v = adam(params, grads, m, v, updates, lr)
         return params, m, v, updates, norm
 
-    def _update(self, c: dict, flat: dict, perms: tf.Tensor, lr: tf.Tensor
-                ) -> tuple[dict, dict]:
+    def _update(self, c: dict, flat: dict, lr: tf.Tensor) -> tuple[dict, dict]:
         """``optimization_epochs`` x ``num_minibatches`` Adam steps on the rollout batch."""
+        c, perms = self._shuffle(c, int(flat["obs"].shape[1]))
         n_updates = int(perms.shape[0])
 
         def body(i, params, m, v, updates, acc):
@@ -658,8 +710,8 @@ class PPO:
 
     def _iteration(self, c: dict) -> tuple[dict, dict]:
         """One PPO iteration: rollout, GAE, update. Returns the new carry and ``[S]`` metrics."""
-        c, flat, perms, lr, stats = self._prepare(c, self.env)
-        c, upd = self._update(c, flat, perms, lr)
+        c, flat, lr, stats = self._prepare(c, self.env)
+        c, upd = self._update(c, flat, lr)
         c["iteration"] = c["iteration"] + 1
         stats.update(upd)
         return c, stats
@@ -669,9 +721,16 @@ class PPO:
         state, stores the result, and returns the metrics as ``[iterations_per_call, M, S]``.
 
         The iteration count is a runtime value under a static bound, so a shorter last call
-        reuses the compiled program instead of compiling another.
+        reuses the compiled program instead of compiling another. (Under a strategy of several
+        replicas each iteration is its own call: see the data-parallel section below.)
         """
         c = tf.nest.map_structure(lambda v: v.read_value(), self.state)
+        c, buf = self._iterations(c, iterations)
+        tf.nest.map_structure(lambda var, t: var.assign(t), self.state, c)
+        return buf
+
+    def _iterations(self, c: dict, iterations: tf.Tensor) -> tuple[dict, tf.Tensor]:
+        """``iterations`` PPO iterations from carry ``c``: the new carry and the metrics."""
         rows = int(self.hp.iterations_per_call)
         buf = tf.zeros([rows, len(METRICS), self.num_seeds])
 
@@ -682,12 +741,12 @@ class PPO:
 
         _, c, buf = tf.while_loop(lambda k, *_: k < iterations, body, (0, c, buf),
                                   maximum_iterations=rows, parallel_iterations=1)
-        tf.nest.map_structure(lambda var, t: var.assign(t), self.state, c)
-        return buf
+        return c, buf
 
     def train(self, iterations: int | None = None) -> dict[str, np.ndarray]:
-        """Runs PPO iterations in compiled calls of up to ``iterations_per_call`` each; returns
-        the metrics as ``[iterations, S]`` arrays.
+        """Runs PPO iterations in compiled calls of up to ``iterations_per_call`` each (one per
+        iteration under a strategy of several replicas); returns the metrics as
+        ``[iterations, S]`` arrays.
 
         ``return_mean`` is the mean undiscounted return of episodes that ended during each
         iteration (NaN where none ended).
@@ -695,12 +754,14 @@ class PPO:
         per_call = int(self.hp.iterations_per_call)
         todo = per_call if iterations is None else int(iterations)
         chunks = []
-        if self.replicas > 1:  # one call per iteration (the minibatch loop is host-driven)
+        if self.replicas > 1 and not self.shard_seeds:  # one call per iteration (the
+            # minibatch loop is host-driven)
             chunks = [self._replicated_iteration().numpy()[None] for _ in range(todo)]
             todo = 0
         while todo > 0:
             k = min(todo, per_call)
-            chunks.append(self._train(tf.constant(k)).numpy()[:k])
+            call = self._seed_call if self.shard_seeds else self._train
+            chunks.append(call(tf.constant(k)).numpy()[:k])
             todo -= k
         buf = np.concatenate(chunks)
         out = {n: buf[:, i] for i, n in enumerate(METRICS)}
@@ -710,7 +771,8 @@ class PPO:
         return out
 
     # ---- data parallel across replicas (tf.distribute) --------------------------------------
-    # Every replica holds all S agents and a 1/R share of each agent's envs. The state variables
+    # Where the seed axis does not split over the R replicas (num_seeds % R), every replica
+    # holds all S agents and a 1/R share of each agent's envs. The state variables
     # are mirrored and hold the whole run (all envs), so a checkpoint is the same as one
     # device's and resumes on any replica count. Per iteration each replica runs its rollout,
     # GAE and shuffle as one XLA program on its share; each minibatch gradient is its own XLA
@@ -728,26 +790,23 @@ class PPO:
         if (int(self.hp.epoch_length) * self.num_envs // r) % int(self.hp.num_minibatches):
             raise HParamsError(f"epoch_length*num_envs/{r} replicas is not divisible by "
                                f"num_minibatches={self.hp.num_minibatches}")
-        if not env.jit_compatible:
-            raise HParamsError(f"{env.name} steps on the host and cannot be split over replicas;"
-                               " use --distribute=none")
         return env.with_num_envs(env.num_envs // r)
 
     def _shard_prepare_graph(self, c: dict, rid: tf.Tensor) -> dict:
         """Replica ``rid``'s rollout, GAE and shuffle on its share of the envs (XLA)."""
         s, r = self.num_seeds, self.replicas
         key, sub = tf.unstack(split(c["key"]))
-        share = lambda z: tf.reshape(  # [S*N, ...] -> this replica's [S*N/R, ...]
-            tf.gather(tf.reshape(z, [s, r, -1, *z.shape[1:]]), rid, axis=1), [-1, *z.shape[1:]])
+        share = lambda z: replica_share(z, s, r, rid)
         parts = ("env_state", "obs", "episode_return", "episode_length")
         local = dict(c, key=tf.random.experimental.stateless_fold_in(sub, rid),
                      **{k: tf.nest.map_structure(share, c[k]) for k in parts})
-        local, flat, perms, lr, stats = self._prepare(local, self.local_env)
+        local, flat, lr, stats = self._prepare(local, self.local_env)
+        local, perms = self._shuffle(local, int(flat["obs"].shape[1]))
         return {"share": {k: local[k] for k in parts}, "key": key, "flat": flat,
                 "perms": perms, "lr": lr, "stats": stats}
 
     def _replica_prepare(self) -> dict:
-        c = tf.nest.map_structure(lambda v: v.read_value(), self.state)
+        c = self._read_state()
         return self._shard_prepare(c, tf.distribute.get_replica_context().replica_id_in_sync_group)
 
     def _replica_update(self, flat: dict, perms: tf.Tensor, lr: tf.Tensor, i: tf.Tensor) -> dict:
@@ -770,12 +829,11 @@ class PPO:
         ctx, s = tf.distribute.get_replica_context(), self.num_seeds
 
         def gather(z):  # [S*N/R, ...] on each replica -> [S*N, ...] everywhere
-            wide = tf.cast(z, tf.int32) if z.dtype == tf.bool else z
-            out = ctx.all_gather(tf.reshape(wide, [s, -1, *z.shape[1:]]), axis=1)
-            return tf.cast(tf.reshape(out, [-1, *z.shape[1:]]), z.dtype)
+            out = _all_gather(ctx, tf.reshape(z, [s, -1, *z.shape[1:]]), 1)
+            return tf.reshape(out, [-1, *z.shape[1:]])
 
         for k, part in share.items():
-            tf.nest.map_structure(lambda var, t: var.assign(gather(t)), self.state[k], part)
+            tf.nest.map_structure(lambda var, t: _assign(var, gather(t)), self.state[k], part)
         self.state["key"].assign(key)
         self.state["iteration"].assign_add(1)
         return ctx.all_reduce(tf.distribute.ReduceOp.SUM, stats)
@@ -799,6 +857,38 @@ class PPO:
         stats = first(strategy.run(self._replica_finish,
                                    (prep["share"], prep["key"], prep["stats"])))
         return tf.stack([stats[k] for k in METRICS[:3]] + [a / n_updates for a in acc])
+
+    # Where the seed axis splits (num_seeds a multiple of R), each replica trains whole agents:
+    # S/R agents with all their envs, independent of the others, so a call of
+    # ``iterations_per_call`` iterations is one XLA program per replica with no collective in
+    # it; the agents' slices are gathered back after it.
+
+    def _seed_shard_graph(self, c: dict, rid: tf.Tensor, iterations: tf.Tensor
+                          ) -> tuple[dict, tf.Tensor]:
+        """Replica ``rid``'s agents trained ``iterations`` iterations (XLA): their carry and
+        metrics ``[rows, M, S/R]``."""
+        r, local = self.replicas, copy.copy(self._local)
+        agents = lambda z: tf.gather(tf.reshape(z, [r, -1, *z.shape[1:]]), rid, axis=0)
+        local.sweep = {k: agents(tf.constant(v, tf.float32)) for k, v in self.sweep.items()}
+        key, sub = tf.unstack(split(c["key"]))
+        mine = dict(c, key=tf.random.experimental.stateless_fold_in(sub, rid),
+                    **{k: tf.nest.map_structure(agents, c[k]) for k in SEED_PARTS})
+        mine, buf = local._iterations(mine, iterations)
+        return dict(mine, key=key), buf
+
+    def _replica_seed_call(self, iterations: tf.Tensor) -> tf.Tensor:
+        ctx = tf.distribute.get_replica_context()
+        c, buf = self._seed_shard(self._read_state(), ctx.replica_id_in_sync_group, iterations)
+        for k in SEED_PARTS:  # every replica's agents, in order, everywhere
+            tf.nest.map_structure(lambda var, t: _assign(var, _all_gather(ctx, t, 0)),
+                                  self.state[k], c[k])
+        for k in ("key", "iteration", "updates"):  # the same on every replica
+            self.state[k].assign(c[k])
+        return _all_gather(ctx, buf, 2)
+
+    def _seed_call_graph(self, iterations: tf.Tensor) -> tf.Tensor:
+        out = self.strategy.run(self._replica_seed_call, (iterations,))
+        return self.strategy.experimental_local_results(out)[0]
 
     # ---- acting outside the training graph ------------------------------------------------
     def _act_graph(self, params: Params, obs: tf.Tensor, key: tf.Tensor,

@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from imagined_rl import data, loops, plots, registry, rundir
+from imagined_rl import data, distribute, loops, plots, registry, rundir
 from imagined_rl.envs.core import FrameStack, random_actions
 from imagined_rl.envs.simulated import FrameStore, SimulatedBatchEnv
 from imagined_rl.errors import UserError
@@ -227,8 +227,9 @@ class _Loop:
             ckpt = tf.train.Checkpoint(state=agent.variables())
             self._manager = tf.train.CheckpointManager(
                 ckpt, os.path.join(self.output_dir, "policy"), 2)
-            if self._manager.latest_checkpoint:
-                ckpt.restore(self._manager.latest_checkpoint).assert_consumed()
+            latest = distribute.common_checkpoint(self.strategy, self._manager)
+            if latest:
+                ckpt.restore(latest).assert_consumed()
             # per-iteration imagined returns; lines past the checkpoint are redone
             rundir.keep_jsonl(self._imagined_path, lambda r: r["iteration"] <= agent.iteration)
             self._agent = agent
@@ -291,7 +292,7 @@ class _Loop:
                                  for i, (r, e) in enumerate(zip(out["return_sum"][:, 0],
                                                                 out["episodes"][:, 0])))
                 bar.update(len(out["episodes"]) * agent.steps_per_iteration)
-                if time.perf_counter() - last_save > 60:
+                if distribute.agree(self.strategy, time.perf_counter() - last_save > 60):
                     self._manager.save(checkpoint_number=agent.iteration)
                     last_save = time.perf_counter()
         self._manager.save(checkpoint_number=agent.iteration)

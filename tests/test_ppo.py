@@ -427,9 +427,9 @@ def test_update_is_the_same_with_and_without_xla():
     agent = cartpole_agent(
         seed=0, extra=f"jit=false,num_minibatches=1,optimization_epochs=2,{SMALL_NETS}")
     c = tf.nest.map_structure(lambda v: v.read_value(), agent.state)
-    c, flat, perms, lr, _ = agent._prepare(c, agent.env)
-    eager, eager_stats = agent._update(c, flat, perms, lr)
-    xla, xla_stats = tf.function(agent._update, jit_compile=True)(c, flat, perms, lr)
+    c, flat, lr, _ = agent._prepare(c, agent.env)
+    eager, eager_stats = agent._update(c, flat, lr)
+    xla, xla_stats = tf.function(agent._update, jit_compile=True)(c, flat, lr)
     diff = max_abs_diff([p.numpy() for p in tf.nest.flatten(eager["params"])],
                         [p.numpy() for p in tf.nest.flatten(xla["params"])])
     assert diff < 1e-5

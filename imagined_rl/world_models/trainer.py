@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from imagined_rl import data, plots, registry, rundir
+from imagined_rl import data, distribute, plots, registry, rundir
 from imagined_rl.envs.core import make_key, split
 from imagined_rl.errors import UserError
 from imagined_rl.world_models.base import WorldModel
@@ -78,6 +78,11 @@ class ModelTrainer:
         self.replicas = int(self.strategy.num_replicas_in_sync)
         with self.strategy.scope():
             self._make(config, output_dir)
+        if self.replicas > 1 and isinstance(self.optimizer,
+                                            tf.keras.optimizers.LossScaleOptimizer):
+            raise UserError("mixed_float16 does not train under a tf.distribute strategy here "
+                            "(its loss scale and clipping act before the all-reduce): use "
+                            "mixed_precision=mixed_bfloat16, or --distribute=none")
         if int(self.hp.batch_size) % self.replicas:
             raise UserError(f"batch_size={self.hp.batch_size} does not split over "
                             f"{self.replicas} replicas: use a multiple of {self.replicas}")
@@ -119,10 +124,11 @@ class ModelTrainer:
 
     def restore(self) -> bool:
         """Restores the newest checkpoint; ``False`` if there is none (a fresh run)."""
-        if not self.manager.latest_checkpoint:
+        latest = distribute.common_checkpoint(self.strategy, self.manager)
+        if not latest:
             return False
         self.build()
-        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
         return True
 
     def dataset(self, split_name: str, shuffle: bool) -> tf.data.Dataset:
@@ -139,8 +145,8 @@ class ModelTrainer:
             objective = self.optimizer.scale_loss(loss) if scaled else loss
         return dict(metrics, loss=loss), tape.gradient(objective, self.model.train_variables)
 
-    def _apply(self, grads: list) -> None:
-        if self.clip > 0:
+    def _apply(self, grads: list, clip: bool = True) -> None:
+        if clip and self.clip > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.clip)
         self.optimizer.apply_gradients(zip(grads, self.model.train_variables))
         self.step.assign_add(1)
@@ -156,8 +162,10 @@ class ModelTrainer:
         metrics, grads = self._grads(batch, key)
         if self.clip > 0:  # clip the mean gradient, as one device would
             grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
+            grads, _ = tf.clip_by_global_norm(grads, self.clip)
         # Keras sums gradients across replicas inside apply_gradients: hand it 1/R of each
-        self._apply([g / self.replicas for g in grads])
+        # (where clipped, the mean is summed again: one all-reduce too many, but exact)
+        self._apply([g / self.replicas for g in grads], clip=False)
         return metrics
 
     def _replicated_step_graph(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> dict:
@@ -247,7 +255,8 @@ class ModelTrainer:
                             if name != "step":
                                 tf.summary.scalar(name, value)
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
-                if time.perf_counter() - last_save >= save_checkpoints_secs:
+                if distribute.agree(self.strategy, time.perf_counter() - last_save >=
+                                    save_checkpoints_secs):
                     self.manager.save(checkpoint_number=step)
                     last_save = time.perf_counter()
         bar.close()

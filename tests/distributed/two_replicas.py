@@ -42,11 +42,12 @@ def cartpole_agent(overrides: str, steps: int, strategy=None) -> PPO:
 
 def ppo_update() -> dict:
     """One minibatch update: one device on the whole minibatch vs 2 replicas on its halves."""
-    extra = "normalize_advantages=false,num_seeds=2,clip_grad_norm=0.05"
+    extra = "normalize_advantages=false,num_seeds=3,clip_grad_norm=0.05"  # 3: envs split
     one = cartpole_agent(extra, 4096)
     two = cartpole_agent(extra, 4096, MIRRORED)
     c = tf.nest.map_structure(lambda v: v.read_value(), one.state)
-    _, batch, perms, lr, _ = one._prepare(c, one.env)
+    c, batch, lr, _ = one._prepare(c, one.env)
+    _, perms = one._shuffle(c, int(batch["obs"].shape[1]))
     idx = perms[:1]  # [1, S, mb]
     grads, _ = one._grads(tf.nest.flatten(c["params"]), batch, idx[0])
     expected, *_ = one._apply(tf.nest.flatten(c["params"]), grads, c["m"], c["v"],
@@ -56,21 +57,72 @@ def ppo_update() -> dict:
         lambda ctx: halves[ctx.replica_id_in_sync_group])
     tf.function(lambda p: MIRRORED.run(two._replica_update, (batch, p, lr, 0)))(per_replica)
     got = [v.values for v in tf.nest.flatten(two.state["params"])]
-    return {"update_diff": max_diff(flat(expected), [g[0].numpy() for g in got]),
+    return {"replica_programs_host_ops": replica_programs_host_ops(two),
+            "update_diff": max_diff(flat(expected), [g[0].numpy() for g in got]),
             "replica_diff": max_diff([g[0].numpy() for g in got], [g[1].numpy() for g in got]),
             "moved": max_diff(flat(expected), flat(c["params"]))}
 
 
-def ppo_learn() -> dict:
-    """CartPole on 2 replicas (each with half of the 8 envs): the return it reaches."""
+def replica_programs_host_ops(agent: PPO) -> list[str]:
+    """Lowers each per-replica program (prepare, gradients, apply) to XLA HLO, as a TPU would
+    compile them; returns the host transfers and dynamic shapes found in them (none wanted)."""
+    c = tf.nest.map_structure(lambda v: v.read_value(), agent.state)
+    rid = tf.constant(1)
+    prep = agent._shard_prepare(c, rid)
+    params = tf.nest.flatten(c["params"])
+    grads, _ = agent._shard_grads(params, prep["flat"], prep["perms"][0])
+    hlos = [agent._shard_prepare.experimental_get_compiler_ir(c, rid)(stage="hlo"),
+            agent._shard_grads.experimental_get_compiler_ir(
+                params, prep["flat"], prep["perms"][0])(stage="hlo"),
+            agent._shard_apply.experimental_get_compiler_ir(
+                params, grads, c["m"], c["v"], c["updates"], prep["lr"])(stage="hlo")]
+    bad = (" send(", " recv(", "outfeed", "infeed", "host-compute", "PyFunc", "<=")
+    return [b for hlo in hlos for b in bad if b in hlo] + [
+        "no while loop in prepare"] * ("while" not in hlos[0])
+
+
+def seed_shards() -> dict:
+    """4 agents on 2 replicas, 2 whole agents each (one XLA program per replica per call): the
+    returns each reaches; then a sweep of 2 agents, one per replica, with learning rates 0 and
+    3e-4: only the second may move."""
+    agent = cartpole_agent("num_envs=4,num_seeds=4", 65_536, MIRRORED)
+    returns = []
+    while agent.iteration < agent.num_iterations:
+        returns.append(agent.train()["return_mean"])
+    returns = np.concatenate(returns)  # [iterations, agents]
+    hlo = agent._seed_shard.experimental_get_compiler_ir(
+        agent._read_state(), tf.constant(1), tf.constant(2))(stage="hlo")
+    bad = [b for b in (" send(", " recv(", "outfeed", "infeed", "PyFunc", "<=") if b in hlo]
+    swept = cartpole_agent("num_envs=4,num_seeds=2,hparams_sweep=learning_rate_constant=0|3e-4",
+                           8192, MIRRORED)
+    before = [np.asarray(p) for p in tf.nest.flatten(swept.params)]
+    swept.train(2)
+    after = [np.asarray(p) for p in tf.nest.flatten(swept.params)]
+    return {"seed_shard_last10": np.nanmean(returns[-10:], axis=0).tolist(),
+            "seed_shard_first4": np.nanmean(returns[:4], axis=0).tolist(),
+            "seed_shard_steps": agent.env_steps, "seed_shard_hlo_bad": bad,
+            "sweep_moved": [max(float(np.max(np.abs(a[i] - b[i]))) for a, b in
+                                zip(after, before)) for i in range(2)]}
+
+
+def ppo_learn(work: str) -> dict:
+    """CartPole on 2 replicas (each with half of the 8 envs): the return it reaches; then its
+    checkpoint restored on one device, which trains on from it."""
     agent = cartpole_agent("num_envs=8", 65_536, MIRRORED)
     returns = []
     while agent.iteration < agent.num_iterations:
         returns.extend(agent.train(8)["return_mean"][:, 0].tolist())
     obs = [v.values for v in tf.nest.flatten(agent.state["env_state"])]
+    path = tf.train.Checkpoint(state=agent.variables()).save(os.path.join(work, "ppo", "ckpt"))
+    one = cartpole_agent("num_envs=8", 65_536 + 4096)
+    tf.train.Checkpoint(state=one.variables()).restore(path).assert_consumed()
+    restored = max_diff(flat(one.params), flat(agent.params))
+    more = one.train(1)["return_mean"][0, 0]
     return {"returns": returns, "env_steps": agent.env_steps,
             "state_replica_diff": max_diff([o[0].numpy() for o in obs],
-                                           [o[1].numpy() for o in obs])}
+                                           [o[1].numpy() for o in obs]),
+            "restored_diff": restored, "restored_iteration": one.iteration,
+            "restored_return": float(more)}
 
 
 def world_model(work: str) -> dict:
@@ -114,5 +166,6 @@ if __name__ == "__main__":
     result.update(ppo_update())
     result.update(world_model(sys.argv[1]))
     result.update(simple_loop(sys.argv[1]))
-    result.update(ppo_learn())
+    result.update(ppo_learn(sys.argv[1]))
+    result.update(seed_shards())
     print(json.dumps(result))
