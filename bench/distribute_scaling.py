@@ -33,12 +33,19 @@ flags.DEFINE_integer("ppo_calls", 0, "internal: fixed PPO calls (workers must ag
 flags.DEFINE_integer("wm_steps", 0, "internal: fixed world-model steps, 0: timed")
 flags.DEFINE_integer("seeds_calls", 0, "internal: fixed 2-agent PPO calls, 0: timed")
 FLAGS = flags.FLAGS
-PPO_OVERRIDES = "num_envs=8,iterations_per_call=8"  # one agent: its envs split over replicas
-SEEDS_OVERRIDES = "num_envs=4,num_seeds=2,iterations_per_call=8"  # whole agents per replica
+flags.DEFINE_bool("gpus", False, "1 GPU vs all visible GPUs (MirroredStrategy) instead of CPU "
+                  "devices and workers: bench/gpu/distribute_scaling.sh")
+flags.DEFINE_integer("num_envs", 8, "envs in all (one agent), or half each for two agents")
+
+
+def ppo_overrides(num_envs: int) -> tuple[str, str]:
+    """One agent (its envs split over replicas); two agents (whole agents per replica)."""
+    return (f"num_envs={num_envs},iterations_per_call=8",
+            f"num_envs={num_envs // 2},num_seeds=2,iterations_per_call=8")
 
 
 def measure(strategy, data_dir: str, seconds: float, ppo_calls: int = 0, wm_steps: int = 0,
-            seeds_calls: int = 0) -> dict:
+            seeds_calls: int = 0, num_envs: int = 8) -> dict:
     """Steady PPO env steps/s and world-model optimiser steps/s under ``strategy``: for about
     ``seconds`` each, or for fixed counts (workers must all run the same number of steps)."""
     import tensorflow as tf  # noqa: F401  (after the logical devices are set)
@@ -49,7 +56,7 @@ def measure(strategy, data_dir: str, seconds: float, ppo_calls: int = 0, wm_step
 
     def ppo(overrides: str, fixed_calls: int) -> tuple[float, float, int]:
         hp = registry.hparams_with_overrides("ppo_cartpole", overrides)
-        agent = PPO(loops.make_env("CartPole-v1", 8), hp, total_env_steps=10**8,
+        agent = PPO(loops.make_env("CartPole-v1", num_envs), hp, total_env_steps=10**8,
                     strategy=strategy)
         t0 = time.perf_counter()
         agent.train(1)
@@ -61,8 +68,9 @@ def measure(strategy, data_dir: str, seconds: float, ppo_calls: int = 0, wm_step
         steps = calls * 8 * agent.steps_per_iteration * agent.num_seeds
         return steps / (time.perf_counter() - t0), compile_s, calls
 
-    ppo_sps, compile_s, calls = ppo(PPO_OVERRIDES, ppo_calls)
-    seeds_sps, seeds_compile_s, seeds_calls = ppo(SEEDS_OVERRIDES, ppo_calls and seeds_calls)
+    one_agent, two_agents = ppo_overrides(num_envs)
+    ppo_sps, compile_s, calls = ppo(one_agent, ppo_calls)
+    seeds_sps, seeds_compile_s, seeds_calls = ppo(two_agents, ppo_calls and seeds_calls)
 
     config = trainer.ModelRunConfig(model="vector_ensemble", hparams_set="world_model_vector",
                                     hparams={"batch_size": 256}, data_dir=data_dir, seed=0)
@@ -85,16 +93,24 @@ def child(mode: str, data_dir: str, seconds: float, ppo_calls: int, wm_steps: in
           seeds_calls: int) -> None:
     import tensorflow as tf
 
-    if mode.startswith("devices:"):
+    n = FLAGS.num_envs
+    if mode == "devices" and FLAGS.gpus:
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if len(gpus) < 2:
+            raise SystemExit(f"--gpus needs 2 or more GPUs visible to TensorFlow, found {gpus}")
+        out = {"one": measure(tf.distribute.get_strategy(), data_dir, seconds, num_envs=n),
+               "two": measure(tf.distribute.MirroredStrategy(gpus), data_dir, seconds,
+                              num_envs=n)}
+    elif mode == "devices":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        out = {"one": measure(tf.distribute.get_strategy(), data_dir, seconds),
+        out = {"one": measure(tf.distribute.get_strategy(), data_dir, seconds, num_envs=n),
                "two": measure(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), data_dir,
-                              seconds)}
+                              seconds, num_envs=n)}
     else:
         out = {"workers": measure(tf.distribute.MultiWorkerMirroredStrategy(), data_dir,
-                                  seconds, ppo_calls, wm_steps, seeds_calls)}
+                                  seconds, ppo_calls, wm_steps, seeds_calls, n)}
     print(json.dumps(out))
 
 
@@ -128,8 +144,13 @@ def main(argv: list[str]) -> None:
     data_dir = os.path.join(tempfile.mkdtemp(), "cartpole")
     proc = _run_child(["--child=record", f"--data_dir={data_dir}"])
     proc.communicate()
-    common = [f"--data_dir={data_dir}", f"--seconds={FLAGS.seconds}"]
-    result = _last_json(_run_child(["--child=devices:2", *common]))
+    common = [f"--data_dir={data_dir}", f"--seconds={FLAGS.seconds}",
+              f"--num_envs={FLAGS.num_envs}", f"--gpus={FLAGS.gpus}"]
+    result = _last_json(_run_child(["--child=devices", *common]))
+    result["command"] = "python bench/distribute_scaling.py " + " ".join(sys.argv[1:])
+    result["num_envs"] = FLAGS.num_envs
+    if FLAGS.gpus:
+        return write(result, FLAGS.out)
     socks = [socket.socket() for _ in range(2)]
     for s in socks:
         s.bind(("localhost", 0))
@@ -143,15 +164,18 @@ def main(argv: list[str]) -> None:
         {"cluster": cluster, "task": {"type": "worker", "index": i}})}) for i in range(2)]
     result.update(_last_json(procs[0]))
     _last_json(procs[1])
-    result["command"] = "python bench/distribute_scaling.py " + " ".join(sys.argv[1:])
     write(result, FLAGS.out)
 
 
 def write(result: dict, out: str) -> None:
     one = result["one"]
+    many = result["two"]["replicas"]
     rows = [("1 device (default strategy; PPO: one fused XLA program)", one),
-            ("2 logical CPU devices (MirroredStrategy)", result["two"]),
-            ("2 localhost workers (MultiWorkerMirroredStrategy, TF_CONFIG)", result["workers"])]
+            (f"{many} GPUs (MirroredStrategy)" if "workers" not in result else
+             "2 logical CPU devices (MirroredStrategy)", result["two"])]
+    if "workers" in result:
+        rows.append(("2 localhost workers (MultiWorkerMirroredStrategy, TF_CONFIG)",
+                     result["workers"]))
     lines = ["| setting | replicas | PPO, 1 agent (envs split): env steps/s | vs 1 device | "
              "PPO, 2 agents (one per replica): env steps/s | vs 1 device | "
              "world model: steps/s | vs 1 device |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -166,10 +190,11 @@ def write(result: dict, out: str) -> None:
     lines.append("First PPO call (compile), s: " + ", ".join(
         f"{name.split(' (')[0]}: {r['ppo_first_call_s']} / {r['seeds_first_call_s']}"
         for name, r in rows) + " (1 agent / 2 agents).")
-    lines += ["", f"Command: `{result['command']}`; PPO `ppo_cartpole` with `{PPO_OVERRIDES}` "
-              f"and `{SEEDS_OVERRIDES}` (8 envs in all either way), "
+    one_agent, two_agents = ppo_overrides(int(result.get("num_envs", 8)))
+    lines += ["", f"Command: `{result['command']}`; PPO `ppo_cartpole` with `{one_agent}` "
+              f"and `{two_agents}` (the same envs in all either way), "
               "world model `vector_ensemble` at `batch_size=256` (the same global batch in every "
-              "row). Overhead = 1 - ratio: on one 2-core machine the replicas share the cores."]
+              "row). Overhead = 1 - ratio; on one CPU machine the replicas share its cores."]
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
