@@ -868,7 +868,7 @@ class PPO:
         """Replica ``rid``'s agents trained ``iterations`` iterations (XLA): their carry and
         metrics ``[rows, M, S/R]``."""
         r, local = self.replicas, copy.copy(self._local)
-        agents = lambda z: tf.gather(tf.reshape(z, [r, -1, *z.shape[1:]]), rid, axis=0)
+        agents = lambda z: replica_share(z, 1, r, rid)  # block rid of R along the first axis
         local.sweep = {k: agents(tf.constant(v, tf.float32)) for k, v in self.sweep.items()}
         key, sub = tf.unstack(split(c["key"]))
         mine = dict(c, key=tf.random.experimental.stateless_fold_in(sub, rid),
