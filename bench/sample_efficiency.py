@@ -4,6 +4,8 @@
     python bench/sample_efficiency.py --envs=breakout,freeway --seeds=1 --long_budgets=1000000
     python bench/sample_efficiency.py --envs=atari_freeway,atari_pong --seeds=1 \
         --long_budgets= --out_name=simple_atari          # SimPLe from pixels, CPU-sized
+    python bench/sample_efficiency.py --envs=breakout --seeds=1 --simple=False --budgets= \
+        --long_budgets=10000000 --model_free_hparams_set=ppo_minatar_long --out_name=minatar_10m
 
 ``atari_<game>`` runs ``--atari_loop_hparams_set`` (``rlmb_cpu_atari``: 26x20 frames, tiny
 model; ``bench/gpu/simple_atari.sh`` runs the paper's sizes) on ``gym_<game>_random``.
@@ -59,6 +61,9 @@ flags.DEFINE_integer("seeds", 3, "seeds 0..N-1")
 flags.DEFINE_list("budgets", ["25000", "50000", "100000"], "real env steps to compare at")
 flags.DEFINE_list("long_budgets", ["1000000"], "model-free only (add 10000000 where time allows)")
 flags.DEFINE_bool("simple", True, "run the SimPLe loop (False: baselines only)")
+flags.DEFINE_string("model_free_hparams_set", "",
+                    "model-free PPO's set (default: the loop's own PPO set), e.g. "
+                    "ppo_minatar_long for the 10M-step baselines")
 flags.DEFINE_string("out_dir", os.path.join(os.path.dirname(__file__), "results"), "output")
 flags.DEFINE_string("work_dir", os.path.join(tempfile.gettempdir(), "sample_efficiency_runs"),
                     "the loops' run directories (data, models; a rerun resumes them)")
@@ -81,9 +86,11 @@ def score(problem: Any, loop_hp: HParams, policy, seed: int, epoch: int = 0) -> 
 
 
 def model_free(problem: Any, loop_hp: HParams, steps: int, seed: int) -> dict[str, Any]:
-    """The loop's PPO set trained on at most ``steps`` real steps (whole iterations, on the
-    loop's frame stack, learning rate annealed over the budget) and scored greedily."""
-    hp = registry.hparams(loop_hp.ppo_hparams_set)
+    """The loop's PPO set (or ``--model_free_hparams_set``) trained on at most ``steps`` real
+    steps (whole iterations, on the loop's frame stack, learning rate annealed over the budget
+    where the set anneals) and scored greedily."""
+    name = FLAGS.model_free_hparams_set or loop_hp.ppo_hparams_set
+    hp = registry.hparams(name)
     t0 = time.perf_counter()
     env = problem.make_env(int(hp.num_envs), seed=seed)
     k = int(loop_hp.get("frame_stack_size", 1))
@@ -94,6 +101,7 @@ def model_free(problem: Any, loop_hp: HParams, steps: int, seed: int) -> dict[st
     seconds = time.perf_counter() - t0
     ret = score(problem, loop_hp, lambda obs, key: agent.act(obs, key, greedy=True), seed)
     return {"return": ret, "real_steps": agent.env_steps, "seconds": round(seconds, 1),
+            "hparams_set": name,
             "steps_per_s": round(agent.env_steps / seconds)}
 
 
@@ -161,6 +169,8 @@ def report(rows: list[dict[str, Any]]) -> str:
         notes = ""
         if method == "model_free":
             notes = f"{np.mean([r['steps_per_s'] for r in group]):,.0f} steps/s"
+            sets = sorted({r["hparams_set"] for r in group if "hparams_set" in r})
+            notes += "".join(f", {n}" for n in sets)
         elif method == "simple":
             notes = "imagined return " + ", ".join(str(r["imagined_return"]) for r in group)
         lines.append(f"| {env} | {method} | {budget:,} | {ret.mean():.2f} +- {ret.std():.2f} | "

@@ -128,6 +128,22 @@ def ppo_minatar_cnn() -> HParams:
 
 
 @register_hparams
+def ppo_minatar_long() -> HParams:
+    """Model-free MinAtar at 10M steps, the baseline a 100k-step result is read against:
+    gymnax-blines' PPO for the MinAtar games (64 envs x 128 steps, 4 epochs x 8 minibatches,
+    constant lr 5e-4, gamma 0.999, a 256x2 ReLU MLP on the flattened grid; theirs warms the
+    learning rate up over the first 5%). Figures: ``bench/sample_efficiency.py``."""
+    hp = ppo_minatar()
+    hp.override_from_dict(dict(
+        num_envs=64, epoch_length=128, num_minibatches=8, learning_rate_constant=5e-4,
+        learning_rate_decay=False, gae_gamma=0.999, policy_layers=(256, 256),
+        value_layers=(256, 256), activation="relu", iterations_per_call=8,
+        train_steps=10_000_000,
+    ))
+    return hp
+
+
+@register_hparams
 def ppo_simple_atari() -> HParams:
     """SimPLe's PPO on 4 stacked 105x80 RGB frames: ``ppo_original_params`` with lr 1e-4 (t2t's
     ``rlmb_base`` overrides it so) and t2t's ``feed_forward_cnn_small_categorical_policy``

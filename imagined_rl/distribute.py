@@ -125,9 +125,16 @@ def agree(strategy: tf.distribute.Strategy | None, flag: bool) -> bool:
 def common_checkpoint(strategy: tf.distribute.Strategy | None,
                       manager: tf.train.CheckpointManager) -> str | None:
     """The newest checkpoint (numbered by step) that every worker has: each keeps its own copy,
-    and a kill can land between two workers' saves. ``None`` on a fresh run."""
+    and a kill can land between two workers' saves. ``None`` on a fresh run; a one-line
+    :class:`UserError` when some workers have checkpoints and others none (a worker's directory
+    lost: restarting all from scratch would silently drop the others' progress)."""
     numbers = {int(p.rsplit("-", 1)[-1]): p for p in manager.checkpoints}
-    newest = min(_across_workers(strategy, float(max(numbers, default=-1))))
+    everyone = _across_workers(strategy, float(max(numbers, default=-1)))
+    newest = min(everyone)
+    if newest < 0 and max(everyone) >= 0:
+        raise UserError(f"some workers have checkpoints (up to step {int(max(everyone))}) and "
+                        "others none: restore the missing workers/ directories or restart the "
+                        "run in a fresh --output_dir")
     if newest < 0:
         return None
     if int(newest) not in numbers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -194,24 +195,47 @@ def _same_checkpoints(a: str, b: str) -> int:
     return len(names)
 
 
-def test_two_localhost_workers_from_tf_config_train_ppo_identically(tmp_path):
+def _unlist_last_checkpoint(directory) -> None:
+    """Rewrites a CheckpointManager's index as it stood before its last save (what a kill
+    before the index update leaves): the newest path and its timestamp dropped."""
+    lines = (directory / "checkpoint").read_text().splitlines()
+    paths = [x for x in lines if x.startswith("all_model_checkpoint_paths")]
+    stamps = [x for x in lines if x.startswith("all_model_checkpoint_timestamps")]
+    rest = [x for x in lines if x.startswith("last_preserved")]
+    (directory / "checkpoint").write_text("\n".join(
+        [paths[-2].replace("all_model_checkpoint_paths", "model_checkpoint_path"),
+         *paths[:-1], *stamps[:-1], *rest]) + "\n")
+
+
+def test_two_localhost_workers_from_tf_config_train_ppo_identically_and_resume(tmp_path):
     """Native MinAtar Breakout (uint8 grids: the env states the workers gather are not all
-    floats), a checkpoint decision agreed every call."""
+    floats), a checkpoint decision agreed every call. Then a kill between the two workers'
+    saves of the last checkpoint (worker 1's index still ends at the first): the rerun resumes
+    both from the newest checkpoint they share and ends where the uninterrupted run ended."""
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     envs = [{"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker",
                                                                    "index": i}})}
             for i in range(2)]
     out = tmp_path / "ppo"
-    outs = _workers(envs, ["train", "--env=MinAtar/Breakout-v1", "--hparams_set=ppo_minatar",
-                           "--train_steps=2048", "--hparams=iterations_per_call=1",
-                           f"--output_dir={out}", "--progress=false", "--episodes=2",
-                           "--save_checkpoints_secs=0"])
+    args = ["train", "--env=MinAtar/Breakout-v1", "--hparams_set=ppo_minatar",
+            "--train_steps=2048", "--hparams=iterations_per_call=1", f"--output_dir={out}",
+            "--progress=false", "--episodes=2", "--save_checkpoints_secs=0"]
+    outs = _workers(envs, args)
     assert "distribute: multi-worker from TF_CONFIG (2 replicas)" in outs[0]
     assert (out / "metrics.jsonl").exists() and (out / "eval.json").exists()
     chief = tf.train.latest_checkpoint(str(out / "checkpoints"))
-    worker = tf.train.latest_checkpoint(str(out / "workers" / "worker-1" / "checkpoints"))
-    assert _same_checkpoints(chief, worker) > 10
+    worker_dir = out / "workers" / "worker-1" / "checkpoints"
+    worker = tf.train.latest_checkpoint(str(worker_dir))
+    assert chief.endswith("ckpt-2") and _same_checkpoints(chief, worker) > 10
+    uninterrupted = tmp_path / "uninterrupted"
+    shutil.copytree(out / "checkpoints", uninterrupted)
+    _unlist_last_checkpoint(worker_dir)
+    outs = _workers(envs, args)
+    assert f"resuming {out} from env step 1024" in outs[0], outs[0][-2000:]
+    chief = tf.train.latest_checkpoint(str(out / "checkpoints"))
+    assert _same_checkpoints(chief, tf.train.latest_checkpoint(str(worker_dir))) > 10
+    assert _same_checkpoints(chief, str(uninterrupted / "ckpt-2")) > 10
 
 
 def test_two_slurm_tasks_train_a_world_model_identically(tmp_path):
