@@ -117,6 +117,20 @@ def test_checkpoint_agreement_is_a_no_op_on_one_worker(tmp_path):
     assert distribute.agree(None, True) and not distribute.agree(None, False)
 
 
+def test_workers_without_a_common_checkpoint_are_one_line(tmp_path, monkeypatch):
+    """What the other workers report is faked: one that lost its directory (-1) beside one
+    at step 9, then one whose newest (5) this worker no longer keeps."""
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), str(tmp_path), 3)
+    for step in (4, 9):
+        manager.save(checkpoint_number=step)
+    for others, message in (([-1.0], "others none"), ([5.0], "no step in common")):
+        monkeypatch.setattr(distribute, "_across_workers", lambda s, v, o=others: [v, *o])
+        with pytest.raises(UserError, match=message):
+            distribute.common_checkpoint(None, manager)
+    monkeypatch.setattr(distribute, "_across_workers", lambda s, v: [v, 4.0])
+    assert distribute.common_checkpoint(None, manager).endswith("-4")
+
+
 def test_ppo_update_on_two_replicas_is_one_device_on_the_whole_minibatch(two_replicas):
     r = two_replicas
     assert r["replicas"] == 2

@@ -65,18 +65,19 @@ def test_real_env_steps_count_every_step_the_env_took(tmp_path, monkeypatch):
 
 
 def test_simple_loop_solves_cartpole_with_few_real_steps(tmp_path):
-    """Model-free PPO needs ~150-200k real steps to reach 475 here; SimPLe solves CartPole
-    (greedy >= 475, gymnasium's threshold) on ~11k real env steps, every one counted."""
-    records = train_model_based(str(tmp_path), registry.hparams("rlmb_cartpole"), seed=0,
-                                progress=False)
-    assert [r["epoch"] for r in records] == [0, 1, 2]
-    assert records[-1]["real_env_steps"] <= 12_000, records
+    """Model-free ``ppo_cartpole`` annealed over a 25k budget needs ~25k real steps to reach
+    475 (``bench/sample_efficiency.py``); SimPLe solves CartPole (greedy >= 475, gymnasium's
+    threshold) within 10k real env steps, every one counted: ``rlmb_cartpole``'s first two
+    epochs (measured: 171 after 5,024 steps, 497 after 8,024)."""
+    hp = registry.hparams_with_overrides("rlmb_cartpole", "epochs=2")
+    records = train_model_based(str(tmp_path), hp, seed=0, progress=False)
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert records[-1]["real_env_steps"] <= 10_000, records
     assert records[-1]["real_return_mean"] >= 475, records
     assert records[0]["real_return_mean"] < 475, records  # learnt over the epochs
     assert os.path.getsize(tmp_path / "simple_curve.png") > 1000
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path))
-    again = train_model_based(str(tmp_path), registry.hparams("rlmb_cartpole"), seed=0,
-                              progress=False)
+    again = train_model_based(str(tmp_path), hp, seed=0, progress=False)
     assert again == records  # a finished loop, rerun, only reports
 
 
