@@ -44,6 +44,7 @@ def world_model_grid() -> HParams:
         filters=64,
         kernel_sizes=(3, 3),  # one plain convolution each, before the residual blocks
         residual_blocks=1,
+        global_units=0,  # a dense path across the whole grid (0: none; see grid.py)
         head_units=64,
         reward_values=(-1.0, 0.0, 1.0),  # reward classes (SimPLe); MinAtar's rewards are 0/1
         frame_loss_weight=1.0,

@@ -337,6 +337,23 @@ def test_grid_space_to_depth_keeps_cells_in_place(breakout_dir: str) -> None:
     np.testing.assert_array_equal(next_obs.numpy(), inputs[:, -1])
 
 
+def test_grid_global_path_reaches_across_the_grid(breakout_dir: str) -> None:
+    """A cell flipped in one corner changes the predicted far corner only through the dense
+    path (``global_units``): the convolutions of ``world_model_grid_fast`` see 6 cells."""
+    dev = dev_split(breakout_dir, 2)
+    inputs = dev["inputs"][:8].copy()
+    flipped = inputs.copy()
+    flipped[:, -1, 0, 0, 0] = 1 - flipped[:, -1, 0, 0, 0]
+    action = tf.zeros([8], tf.int32)
+    far = {}
+    for g in (0, 16):
+        hp = registry.hparams("world_model_grid_fast").parse(f"global_units={g}")
+        model = GridConv(data.load_spec(breakout_dir), hp)
+        cells = [model._forward(tf.constant(x), action)[0][:, -2:, -2:] for x in (inputs, flipped)]
+        far[g] = float(tf.reduce_max(tf.abs(cells[0] - cells[1])))
+    assert far[0] == 0.0 and far[16] > 1e-4, far
+
+
 def test_models_are_registered() -> None:
     assert registry.model("vector_ensemble") is VectorEnsemble
     assert registry.model("grid_conv") is GridConv

@@ -16,6 +16,12 @@ feed the reward head, a classifier over ``reward_values`` (SimPLe's {-1, 0, 1}),
 termination head, trained on ``terminated`` (not ``done``: a time-limit cut is no event of the
 game).
 
+``global_units`` > 0 adds a dense path across the whole grid after the convolutions (the
+flattened features and the action -> ``global_units`` ReLU units -> a per-cell correction added
+back, and the units also feed the heads): what convolutions cannot see is where on the grid
+something is and what happens far from it, such as Freeway's chicken reaching the top row (a
+reward, and the chicken reappearing at the bottom).
+
 :meth:`GridConv.adapt` sets the output biases to the data's base rates (channel occupancy, reward
 class frequencies, termination odds), so training starts from the best constant prediction
 instead of spending its first steps finding it, and checks that every reward seen is one of
@@ -45,7 +51,8 @@ class GridConv(WorldModel):
 
     Hparams: ``history``, ``block`` (space-to-depth patch size; 1 = full resolution),
     ``filters``, ``kernel_sizes`` (one plain convolution each), ``residual_blocks`` (two 3x3
-    convolutions each), ``head_units`` (reward/termination MLP),
+    convolutions each), ``global_units`` (the dense path; 0: none), ``head_units``
+    (reward/termination MLP),
     ``reward_values`` (the reward classes), ``sample`` (``predict`` samples cells from their
     Bernoulli instead of thresholding at 0.5), ``frame_loss_weight``, ``adapt_batches``, ``seed``.
     """
@@ -101,8 +108,15 @@ class GridConv(WorldModel):
         ]
         self.frame_kernel = weight([1, 1, f, self.channels * cells], f, gain=1.0)
         self.frame_bias = tf.Variable(tf.zeros([self.channels]), name="frame_bias")
+        self.global_units = g = int(hp.get("global_units", 0))
+        if g:  # the dense path across the whole grid (see _forward)
+            n_in = (self.height // self.block) * (self.width // self.block) * f
+            self.global_in = weight([n_in + self.action_dim, g], n_in + self.action_dim)
+            self.global_bias = tf.Variable(tf.zeros([g]), name="global_bias")
+            self.global_out = weight([g, n_in], g, gain=0.5)
         units = int(hp.head_units)
-        self.head_w1 = weight([2 * f + self.action_dim, units], 2 * f + self.action_dim)
+        n_head = 2 * f + self.action_dim + g
+        self.head_w1 = weight([n_head, units], n_head)
         self.head_b1 = tf.Variable(tf.zeros([units]), name="head_b1")
         self.head_w2 = weight([units, self.num_rewards + 1], units, gain=1.0)
         self.head_b2 = tf.Variable(tf.zeros([self.num_rewards + 1]), name="head_b2")
@@ -162,12 +176,18 @@ class GridConv(WorldModel):
         for first, second in self.blocks:
             h = tf.nn.relu(self._conv(first, x, act))
             x = tf.nn.relu(x + self._conv(second, h, act))
+        pooled = [tf.reduce_mean(x, axis=[1, 2]), tf.reduce_max(x, axis=[1, 2]), act]
+        if self.global_units:
+            flat = tf.reshape(x, [tf.shape(x)[0], -1])
+            g = tf.nn.relu(tf.matmul(tf.concat([flat, act], -1), self.global_in)
+                           + self.global_bias)
+            x = tf.nn.relu(x + tf.reshape(tf.matmul(g, self.global_out), tf.shape(x)))
+            pooled.append(g)
         cells = tf.nn.conv2d(x, self.frame_kernel, strides=1, padding="VALID")
         if self.block > 1:
             cells = tf.nn.depth_to_space(cells, self.block)
         cells += self.frame_bias
-        pooled = tf.concat([tf.reduce_mean(x, axis=[1, 2]), tf.reduce_max(x, axis=[1, 2]), act],
-                           axis=-1)
+        pooled = tf.concat(pooled, axis=-1)
         h = tf.nn.relu(tf.matmul(pooled, self.head_w1) + self.head_b1)
         return cells, tf.matmul(h, self.head_w2) + self.head_b2
 
