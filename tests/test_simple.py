@@ -65,14 +65,13 @@ def test_real_env_steps_count_every_step_the_env_took(tmp_path, monkeypatch):
 
 
 def test_simple_loop_solves_cartpole_with_few_real_steps(tmp_path):
-    """Model-free ``ppo_cartpole`` annealed over a 25k budget reached 500 on 24,576 real steps
-    (``bench/sample_efficiency.py``; smaller budgets not measured); SimPLe solves CartPole
-    (greedy >= 475, gymnasium's threshold) within 10k real env steps, every one counted:
-    ``rlmb_cartpole``'s first two epochs (measured: 171 after 5,024 steps, 497 after 8,024)."""
-    hp = registry.hparams_with_overrides("rlmb_cartpole", "epochs=2")
+    """SimPLe solves CartPole (greedy >= 475, gymnasium's threshold) within 5k real env steps,
+    every one counted: ``rlmb_cartpole`` as registered (measured, seed 0: 281.8 after 2,000
+    steps, 499.6 after 3,000)."""
+    hp = registry.hparams("rlmb_cartpole")
     records = train_model_based(str(tmp_path), hp, seed=0, progress=False)
     assert [r["epoch"] for r in records] == [0, 1]
-    assert records[-1]["real_env_steps"] <= 10_000, records
+    assert records[-1]["real_env_steps"] <= 5_000, records
     assert records[-1]["real_return_mean"] >= 475, records
     assert records[0]["real_return_mean"] < 475, records  # learnt over the epochs
     assert os.path.getsize(tmp_path / "simple_curve.png") > 1000
