@@ -16,9 +16,9 @@ real steps -- every step the real env took, counted by the data writer -- are wi
 budget). Model-free PPO (the loop's PPO set as registered, on the real env through the loop's
 frame stack) trains from scratch for each budget and for the long budgets (1M, and 10M where
 the CPU allows), annealing its learning rate over that budget, in whole iterations never past
-it; a uniformly random policy is the floor. Every policy is scored as the loop scores itself:
-the greedy policy's mean real return over the loop's ``eval_episodes`` episodes, same env and
-action seeds.
+it (a budget below one iteration is skipped); a uniformly random policy is the floor. Every
+policy is scored as the loop scores itself: the greedy policy's mean real return over the
+loop's ``eval_episodes`` episodes, same env and action seeds.
 
 Results go to ``results/sample_efficiency.jsonl`` one row per (env, seed, method, budget) as each
 finishes -- a rerun skips rows already there, so a killed bench resumes -- and then to
@@ -85,17 +85,22 @@ def score(problem: Any, loop_hp: HParams, policy, seed: int, epoch: int = 0) -> 
     return float(np.mean(evaluate_real(problem, loop_hp, policy, seed, epoch)))
 
 
+def model_free_hparams(loop_hp: HParams) -> tuple[str, HParams]:
+    """Model-free PPO's set: ``--model_free_hparams_set``, else the loop's own PPO set."""
+    name = FLAGS.model_free_hparams_set or loop_hp.ppo_hparams_set
+    return name, registry.hparams(name)
+
+
 def model_free(problem: Any, loop_hp: HParams, steps: int, seed: int) -> dict[str, Any]:
     """The loop's PPO set (or ``--model_free_hparams_set``) trained on at most ``steps`` real
     steps (whole iterations, on the loop's frame stack, learning rate annealed over the budget
     where the set anneals) and scored greedily."""
-    name = FLAGS.model_free_hparams_set or loop_hp.ppo_hparams_set
-    hp = registry.hparams(name)
+    name, hp = model_free_hparams(loop_hp)
     t0 = time.perf_counter()
     env = problem.make_env(int(hp.num_envs), seed=seed)
     k = int(loop_hp.get("frame_stack_size", 1))
     per_iteration = int(hp.epoch_length) * int(hp.num_envs)
-    iterations = max(1, steps // per_iteration)
+    iterations = steps // per_iteration
     agent = PPO(FrameStack(env, k) if k > 1 else env, hp, iterations * per_iteration, seed=seed)
     agent.train(iterations)
     seconds = time.perf_counter() - t0
@@ -142,8 +147,12 @@ def run(env: str, seed: int, done: set[tuple], path: str) -> None:
                                     "imagined_return": r["imagined_return_mean"]})
         put("simple_curve", 0, curve=[[r["real_env_steps"], r["real_return_mean"]]
                                       for r in records])
+    hp = model_free_hparams(loop_hp)[1]
+    per_iteration = int(hp.epoch_length) * int(hp.num_envs)
     for b in budgets + [int(b) for b in FLAGS.long_budgets]:
-        if (env, seed, "model_free", b) not in done:
+        if b < per_iteration:  # one PPO iteration would already be past the budget
+            print(f"  model-free at {b:,}: skipped (one iteration is {per_iteration:,} steps)")
+        elif (env, seed, "model_free", b) not in done:
             put("model_free", b, **model_free(problem, loop_hp, b, seed))
 
 
