@@ -32,8 +32,8 @@ EXTRAS = {
     "minatar": MINATAR,
     # The tests cover the Atari and MinAtar adapters too, so [dev] brings both (and no
     # TensorFlow: install [cpu,dev]).
-    "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0", "ruff==0.17.5", *ATARI, *MINATAR,
-            *NOTEBOOKS],
+    "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-xdist==3.8.0", "ruff==0.17.5",
+            *ATARI, *MINATAR, *NOTEBOOKS],
     "bench": ["torch==2.13.0", "stable-baselines3==2.9.2"],
 }
 

@@ -39,14 +39,14 @@ def _metrics(run_dir: str) -> list[dict]:
 def test_train_kill_resume_and_evaluate(cartpole_data, tmp_path):
     run_dir = str(tmp_path / "wm")
     args = ["train", "--model=vector_ensemble", f"--data_dir={cartpole_data}",
-            f"--output_dir={run_dir}", "--train_steps=1500", "--save_checkpoints_secs=0",
+            f"--output_dir={run_dir}", "--train_steps=800", "--save_checkpoints_secs=1",
             "--noprogress"]
     proc = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = os.path.join(run_dir, "checkpoints")
+    index = os.path.join(run_dir, "checkpoints", "checkpoint")  # written by the first save
+    metrics = os.path.join(run_dir, "metrics.jsonl")
     deadline = time.time() + 300
     while time.time() < deadline and not (
-            os.path.isdir(ckpts) and os.path.exists(os.path.join(run_dir, "metrics.jsonl"))
-            and os.path.getsize(os.path.join(run_dir, "metrics.jsonl")) > 0):
+            os.path.exists(index) and os.path.exists(metrics) and os.path.getsize(metrics) > 0):
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -55,8 +55,9 @@ def test_train_kill_resume_and_evaluate(cartpole_data, tmp_path):
     assert "resuming" in out.stdout + out.stderr
     rows = _metrics(run_dir)
     steps = [r["step"] for r in rows]
-    assert steps == sorted(set(steps)) and steps[-1] == 1500
-    assert rows[-1]["dev_loss"] < rows[0]["dev_loss"] / 3  # it learned, on held-out windows
+    assert steps == sorted(set(steps)) and steps[-1] == 800
+    # it learned, on held-out windows (measured: 0.160 at step 100, 0.030 at 800)
+    assert rows[-1]["dev_loss"] < rows[0]["dev_loss"] / 3
 
     ev = _run("evaluate_model", f"--output_dir={run_dir}", "--horizon=20", "--json")
     assert ev.returncode == 0, ev.stderr[-2000:]
