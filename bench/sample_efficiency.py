@@ -85,21 +85,22 @@ def score(problem: Any, loop_hp: HParams, policy, seed: int, epoch: int = 0) -> 
     return float(np.mean(evaluate_real(problem, loop_hp, policy, seed, epoch)))
 
 
-def model_free_hparams(loop_hp: HParams) -> tuple[str, HParams]:
-    """Model-free PPO's set: ``--model_free_hparams_set``, else the loop's own PPO set."""
+def model_free_hparams(loop_hp: HParams) -> tuple[str, HParams, int]:
+    """Model-free PPO's set (``--model_free_hparams_set``, else the loop's own PPO set), its
+    hparams and the real steps of one of its iterations."""
     name = FLAGS.model_free_hparams_set or loop_hp.ppo_hparams_set
-    return name, registry.hparams(name)
+    hp = registry.hparams(name)
+    return name, hp, int(hp.epoch_length) * int(hp.num_envs)
 
 
 def model_free(problem: Any, loop_hp: HParams, steps: int, seed: int) -> dict[str, Any]:
     """The loop's PPO set (or ``--model_free_hparams_set``) trained on at most ``steps`` real
     steps (whole iterations, on the loop's frame stack, learning rate annealed over the budget
     where the set anneals) and scored greedily."""
-    name, hp = model_free_hparams(loop_hp)
+    name, hp, per_iteration = model_free_hparams(loop_hp)
     t0 = time.perf_counter()
     env = problem.make_env(int(hp.num_envs), seed=seed)
     k = int(loop_hp.get("frame_stack_size", 1))
-    per_iteration = int(hp.epoch_length) * int(hp.num_envs)
     iterations = steps // per_iteration
     agent = PPO(FrameStack(env, k) if k > 1 else env, hp, iterations * per_iteration, seed=seed)
     agent.train(iterations)
@@ -147,8 +148,7 @@ def run(env: str, seed: int, done: set[tuple], path: str) -> None:
                                     "imagined_return": r["imagined_return_mean"]})
         put("simple_curve", 0, curve=[[r["real_env_steps"], r["real_return_mean"]]
                                       for r in records])
-    hp = model_free_hparams(loop_hp)[1]
-    per_iteration = int(hp.epoch_length) * int(hp.num_envs)
+    per_iteration = model_free_hparams(loop_hp)[2]
     for b in budgets + [int(b) for b in FLAGS.long_budgets]:
         if b < per_iteration:  # one PPO iteration would already be past the budget
             print(f"  model-free at {b:,}: skipped (one iteration is {per_iteration:,} steps)")
