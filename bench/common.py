@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -81,3 +82,12 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def code_version() -> str:
+    """The commit the bench ran on (``+dirty`` with uncommitted changes), for its result rows."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    git = lambda *a: subprocess.run(["git", "-C", here, *a], capture_output=True, text=True,
+                                    check=False).stdout.strip()
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    return rev + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

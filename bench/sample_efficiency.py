@@ -21,7 +21,8 @@ policy is scored as the loop scores itself: the greedy policy's mean real return
 loop's ``eval_episodes`` episodes, same env and action seeds.
 
 Results go to ``results/sample_efficiency.jsonl`` one row per (env, seed, method, budget) as each
-finishes -- a rerun skips rows already there, so a killed bench resumes -- and then to
+finishes, with the commit it ran on -- a rerun skips rows already there, so a killed bench
+resumes; ``--redo=simple`` measures the loop again (new code), replacing its rows -- and then to
 ``results/sample_efficiency.md`` (mean +- std over seeds) and one PNG per env
 (``--out_name`` changes the stem).
 """
@@ -39,7 +40,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import cpu_name  # bench/common.py
+from common import code_version, cpu_name  # bench/common.py
 
 from imagined_rl import plots, registry, rundir
 from imagined_rl.envs.core import FrameStack, random_actions
@@ -61,6 +62,8 @@ flags.DEFINE_integer("seeds", 3, "seeds 0..N-1")
 flags.DEFINE_list("budgets", ["25000", "50000", "100000"], "real env steps to compare at")
 flags.DEFINE_list("long_budgets", ["1000000"], "model-free only (add 10000000 where time allows)")
 flags.DEFINE_bool("simple", True, "run the SimPLe loop (False: baselines only)")
+flags.DEFINE_list("redo", [], "methods (simple, model_free, random) to measure again for the "
+                  "envs and seeds asked: their old rows are replaced (use a fresh --work_dir)")
 flags.DEFINE_string("model_free_hparams_set", "",
                     "model-free PPO's set (default: the loop's own PPO set), e.g. "
                     "ppo_minatar_long for the 10M-step baselines")
@@ -126,9 +129,13 @@ def run(env: str, seed: int, done: set[tuple], path: str) -> None:
 
     def put(method: str, budget: int, **row: Any) -> None:
         row = {"env": env, "seed": seed, "method": method, "budget": budget, **row,
-               "command": "python " + " ".join(sys.argv)}
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+               "command": "python " + " ".join(sys.argv), "code": code_version()}
+        key = (env, seed, method, budget)
+        kept = [r for r in rundir.read_jsonl(path)  # a redone row replaces the old one
+                if (r["env"], r["seed"], r["method"], r["budget"]) != key]
+        with open(path + ".tmp", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in [*kept, row])
+        os.replace(path + ".tmp", path)
         done.add((env, seed, method, budget))
         print(row, flush=True)
 
@@ -208,7 +215,9 @@ def main(_: list[str]) -> None:
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     path = os.path.join(FLAGS.out_dir, FLAGS.out_name + ".jsonl")
     rows = rundir.read_jsonl(path)
-    done = {(r["env"], r["seed"], r["method"], r["budget"]) for r in rows}
+    redo = lambda r: (r["method"] in FLAGS.redo and r["env"] in FLAGS.envs
+                      and r["seed"] < FLAGS.seeds)
+    done = {(r["env"], r["seed"], r["method"], r["budget"]) for r in rows if not redo(r)}
     for env in FLAGS.envs:
         loop_set(env)  # an unknown env fails before anything runs
     for env in FLAGS.envs:

@@ -1,8 +1,11 @@
 """Named world-model hyperparameter sets (``--hparams_set=NAME``), one per model family.
 
 Besides each family's architecture, a set holds what the generic world-model trainer reads:
-``learning_rate_constant``, ``batch_size``, ``train_steps`` (optimizer steps) and ``history``
-(the number of input observations, also the window length the data are read with).
+``learning_rate_constant``, ``batch_size``, ``train_steps`` (optimizer steps), ``history``
+(the number of input observations, also the window length the data are read with) and
+``resident_data`` (the train split read into memory once, each step's batch drawn uniformly in
+the compiled training loop; ``False`` streams windows through ``tf.data`` instead, for data
+beyond memory; under a ``tf.distribute`` strategy the data always stream).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ def world_model_vector() -> HParams:
         adapt_batches=20,  # batches read to fit the normalisation
         learning_rate_constant=1e-3,
         batch_size=256,
+        resident_data=True,  # train split held in memory, batches drawn in the graph
         train_steps=5_000,
     )
 
@@ -52,6 +56,7 @@ def world_model_grid() -> HParams:
         adapt_batches=20,
         learning_rate_constant=1e-3,
         batch_size=128,
+        resident_data=True,  # train split held in memory, batches drawn in the graph
         train_steps=5_000,
     )
 

@@ -44,6 +44,7 @@ def next_frame_basic_deterministic() -> HParams:
         scheduled_sampling_warmup_steps=10_000,  # t2t scheduled_sampling_decay_steps
         mixed_precision="",  # "" | "mixed_bfloat16" | "mixed_float16"
         batch_size=4,
+        resident_data=True,  # train split held in memory, batches drawn in the graph
         learning_rate_constant=1e-3,
         clip_grad_norm=1.0,
         jit=True,  # XLA-compile the training step

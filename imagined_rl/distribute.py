@@ -22,6 +22,12 @@ from imagined_rl.errors import UserError
 TPU_ENV_VARS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
 
 
+def accelerator() -> bool:
+    """Whether TensorFlow sees a GPU or TPU (XLA compiles convolution gradients well there;
+    on CPU, TF's own kernels are several times faster: bench/README)."""
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
 def _tpu_here() -> bool:
     """A TPU runtime is likely attached: its env vars, or a TPU VM's accelerator devices."""
     return any(os.environ.get(v) for v in TPU_ENV_VARS) or bool(glob.glob("/dev/accel*"))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from imagined_rl.distribute import accelerator
 from imagined_rl.envs.core import BatchEnv, Box, Discrete, make_key, split
 from imagined_rl.hparams_lib import HParamsError
 
@@ -325,11 +326,6 @@ def _all_gather(ctx: tf.distribute.ReplicaContext, z: tf.Tensor, axis: int) -> t
     return tf.cast(ctx.all_gather(wide, axis=axis), z.dtype)
 
 
-def _accelerator() -> bool:
-    """Whether TensorFlow sees a GPU or TPU (XLA compiles conv torsos well there)."""
-    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-
-
 # --------------------------------------------------------------------------------------------
 # The agent.
 # --------------------------------------------------------------------------------------------
@@ -407,7 +403,7 @@ class PPO:
             self.state = tf.nest.map_structure(
                 lambda t: tf.Variable(store(t), trainable=False), carry)
         jit = bool(getattr(hparams, "jit", True))
-        if jit and self.network != "mlp" and not _accelerator() and not bool(
+        if jit and self.network != "mlp" and not accelerator() and not bool(
                 getattr(hparams, "xla_convs_on_cpu", False)):
             jit = False  # XLA:CPU's conv gradients: ~6x slower than TF's kernels (bench/README)
         self.jit = jit

@@ -306,6 +306,38 @@ def test_windows_stay_inside_episodes_and_target_the_next_frame(cartpole):
     assert order(shuffle=True, seed=1) == order(shuffle=True, seed=1) != in_order
 
 
+def test_resident_windows_are_the_streamed_ones_sampled_uniformly(cartpole):
+    """The in-memory table (what the world-model trainer samples in the graph) holds exactly
+    the windows ``windows`` streams, and a key's batch is every column of one such window."""
+    data_dir, _, _ = cartpole
+    k = 3
+    table = data.resident_windows(data_dir, "train", history=k)
+    streamed = {}
+    for b in data.windows(data_dir, "train", history=k, batch_size=500,
+                          shuffle=False).as_numpy_iterator():
+        for i in range(len(b["action"])):
+            streamed[(int(b["episode"][i]), int(b["frame_number"][i]))] = {
+                name: v[i] for name, v in b.items()}
+    everything = data.sample_windows(table, 1, k, tf.constant([0, 0]))  # shapes only
+    assert set(everything) == set(next(iter(streamed.values())))
+    every = {name: v.numpy() for name, v in data.gather_windows(table.steps, table.ends,
+                                                                 k).items()}
+    keys = list(zip(every["episode"].tolist(), every["frame_number"].tolist()))
+    assert len(keys) == len(set(keys)) == len(streamed) and set(keys) == set(streamed)
+    for i, key in enumerate(keys):
+        for name, want in streamed[key].items():
+            assert bits(every[name][i]) == bits(want), (key, name)
+
+    draw = lambda seed: data.sample_windows(table, 4096, k, tf.constant([seed, 7]))
+    a, b, c = draw(1), draw(1), draw(2)
+    assert all(bits(a[n].numpy()) == bits(b[n].numpy()) for n in a)  # stateless in the key
+    assert bits(a["frame_number"].numpy()) != bits(c["frame_number"].numpy())
+    drawn = collections.Counter(zip(a["episode"].numpy().tolist(),
+                                    a["frame_number"].numpy().tolist()))
+    assert set(drawn) <= set(streamed)  # only valid windows
+    assert len(drawn) > 0.5 * min(len(streamed), 4096)  # spread, not a few repeated
+
+
 def test_kill_and_resume_gives_identical_files(tmp_path):
     env = CartPole(num_envs=2)
     kwargs = dict(num_steps=1000, seed=11, steps_per_shard=200, dev_fraction=0.2,

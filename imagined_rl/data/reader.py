@@ -3,16 +3,19 @@
 Reading
     ``read_steps`` yields the decoded frames of a split; ``windows`` yields batches of
     ``history`` consecutive frames of one episode with the action, next frame, reward and done
-    flags a world model learns from. Both check every shard's record checksums first (one fast
-    pass; ``verify=False`` skips it), so a truncated or corrupt file is a one-line ``UserError``
-    naming it rather than a bare ``DataLossError`` in the middle of training.
+    flags a world model learns from, streamed by ``tf.data``; ``resident_windows`` reads a
+    split once into memory and ``sample_windows`` draws uniform batches from it inside a
+    compiled program (how the world-model trainer feeds one device). All check every shard's
+    record checksums first (one fast pass; ``verify=False`` skips it), so a truncated or
+    corrupt file is a one-line ``UserError`` naming it rather than a bare ``DataLossError`` in
+    the middle of training.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -191,6 +194,36 @@ _WINDOW_KEYS = ("obs", "action", "reward", "unclipped_reward", "done", "terminat
                 "frame_number", "episode")
 
 
+def window_index(episode: tf.Tensor, frame_number: tf.Tensor, history: int) -> tf.Tensor:
+    """The indices ``t`` (int32) of the frames ``o_t`` that end a valid window: frames
+    ``t-history+1 .. t+1`` all of one episode and consecutive (episodes are contiguous in a
+    shard, so equal ids ``history`` frames apart mean one episode)."""
+    k = int(history)
+    starts = tf.range(tf.shape(episode)[0] - k, dtype=tf.int32)
+    ends = starts + k
+    whole = tf.equal(tf.gather(episode, starts), tf.gather(episode, ends)) & tf.equal(
+        tf.gather(frame_number, ends) - tf.gather(frame_number, starts), k)
+    return tf.boolean_mask(starts, whole) + (k - 1)
+
+
+def gather_windows(steps: dict[str, tf.Tensor], t: tf.Tensor, history: int
+                   ) -> dict[str, tf.Tensor]:
+    """The training examples (see :func:`windows`) of the windows ending at frames ``t`` of
+    ``steps`` (decoded columns in file order), in one vectorized gather."""
+    nxt = t + 1
+    return {
+        "inputs": tf.gather(steps["obs"], t[:, None] + tf.range(1 - int(history), 1)),
+        "action": tf.gather(steps["action"], t),
+        "targets": tf.gather(steps["obs"], nxt),
+        "reward": tf.gather(steps["reward"], nxt),
+        "unclipped_reward": tf.gather(steps["unclipped_reward"], nxt),
+        "done": tf.gather(steps["done"], nxt),
+        "terminated": tf.gather(steps["terminated"], nxt),
+        "episode": tf.gather(steps["episode"], nxt),
+        "frame_number": tf.gather(steps["frame_number"], t),
+    }
+
+
 def windows(
     data_dir: str,
     split: str = "train",
@@ -244,26 +277,7 @@ def windows(
         return {name: v[-k:] for name, v in block.items()}, block
 
     def cut_windows(block: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        episode, frame = block["episode"], block["frame_number"]
-        starts = tf.range(tf.shape(episode)[0] - k, dtype=tf.int32)
-        ends = starts + k
-        # Episodes are contiguous in a shard: equal ids k frames apart mean one episode.
-        whole = tf.equal(tf.gather(episode, starts), tf.gather(episode, ends)) & tf.equal(
-            tf.gather(frame, ends) - tf.gather(frame, starts), k
-        )
-        t = tf.boolean_mask(starts, whole) + (k - 1)  # index of o_t
-        nxt = t + 1
-        return {
-            "inputs": tf.gather(block["obs"], t[:, None] + tf.range(1 - k, 1)),
-            "action": tf.gather(block["action"], t),
-            "targets": tf.gather(block["obs"], nxt),
-            "reward": tf.gather(block["reward"], nxt),
-            "unclipped_reward": tf.gather(block["unclipped_reward"], nxt),
-            "done": tf.gather(block["done"], nxt),
-            "terminated": tf.gather(block["terminated"], nxt),
-            "episode": tf.gather(episode, nxt),
-            "frame_number": tf.gather(frame, t),
-        }
+        return gather_windows(block, window_index(block["episode"], block["frame_number"], k), k)
 
     def shard_windows(path: tf.Tensor) -> tf.data.Dataset:
         ds = _decoded_chunks(path, spec, parallel=False)
@@ -282,6 +296,48 @@ def windows(
     ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
 
+
+class WindowTable(NamedTuple):
+    """Every decoded step of a split in memory (``steps``: the columns of :func:`windows`'
+    examples, in file order) and the frames ``ends`` (int32) that end a valid window: what
+    :func:`sample_windows` draws uniform training batches from inside a compiled program."""
+
+    steps: dict[str, tf.Tensor]
+    ends: tf.Tensor
+
+
+def resident_windows(data_dir: str, split: str = "train", *, history: int,
+                     epochs: Sequence[int] | None = None, verify: bool = True) -> WindowTable:
+    """Reads a split once into a :class:`WindowTable` (the same windows :func:`windows`
+    yields; shard by shard, so none straddles two shards). Memory: every frame once (uint8
+    for images: SimPLe's 100k Atari frames are 2.5 GB), rather than a stream's buffer."""
+    k = int(history)
+    if k < 1:
+        raise UserError(f"history must be >= 1, got {history}")
+    spec, files = _files_or_fail(data_dir, split, epochs, verify)
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in _WINDOW_KEYS}
+    ends, offset = [], 0
+    for path in files:
+        chunks = list(_decoded_chunks(path, spec).as_numpy_iterator())
+        shard = {name: np.concatenate([c[name] for c in chunks]) for name in _WINDOW_KEYS}
+        ends.append(window_index(shard["episode"], shard["frame_number"], k).numpy() + offset)
+        for name in _WINDOW_KEYS:
+            columns[name].append(shard[name])
+        offset += len(shard["episode"])
+    ends = np.concatenate(ends)
+    if not len(ends):
+        raise UserError(f"no window of {k + 1} consecutive frames of one episode in the "
+                        f"{split} split of {data_dir}: record longer episodes")
+    steps = {name: tf.convert_to_tensor(np.concatenate(v)) for name, v in columns.items()}
+    return WindowTable(steps, tf.convert_to_tensor(ends, tf.int32))
+
+
+def sample_windows(table: WindowTable, n: int, history: int, key: tf.Tensor
+                   ) -> dict[str, tf.Tensor]:
+    """``n`` training examples (see :func:`windows`) drawn uniformly, with replacement, among
+    the table's windows; stateless in ``key``, so a step's batch is a function of its key."""
+    i = tf.random.stateless_uniform([n], key, 0, tf.shape(table.ends)[0], dtype=tf.int32)
+    return gather_windows(table.steps, tf.gather(table.ends, i), history)
 
 
 def frame_chunks(

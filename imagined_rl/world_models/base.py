@@ -28,9 +28,11 @@ class WorldModel(tf.Module, abc.ABC):
     ``observation_kinds`` lists the kinds of data it accepts (``"vector"``: float features,
     ``"grid"``: small binary uint8 ``HxWxC`` images, ``"rgb"``: uint8 ``HxWx3`` frames).
     ``history`` (hparam ``history``) is k, the number of input observations.
+    ``convolutional``: its training has convolution gradients (which XLA:CPU runs slowly).
     """
 
     observation_kinds: tuple[str, ...] = ()
+    convolutional: bool = False
 
     def __init__(self, spec: DataSpec, hparams: HParams, name: str | None = None):
         super().__init__(name=name or type(self).__name__)

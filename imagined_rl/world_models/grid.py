@@ -58,6 +58,7 @@ class GridConv(WorldModel):
     """
 
     observation_kinds = ("grid",)
+    convolutional = True
 
     def __init__(self, spec: DataSpec, hparams: HParams, name: str | None = None):
         super().__init__(spec, hparams, name=name)

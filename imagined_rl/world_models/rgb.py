@@ -238,6 +238,7 @@ class BasicDeterministic(WorldModel):
     """
 
     observation_kinds = ("rgb",)
+    convolutional = True
     _default_set = staticmethod(rgb_sets.next_frame_basic_deterministic)
 
     def __init__(self, spec: DataSpec, hparams: HParams, name: str | None = None):

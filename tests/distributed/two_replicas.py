@@ -127,7 +127,7 @@ def ppo_learn(work: str) -> dict:
 
 def world_model(work: str) -> dict:
     """vector_ensemble (no bootstrap: a deterministic loss) trained 300 steps on 1 device and on
-    2 replicas with the same global batch: dev losses, before and after."""
+    2 replicas with the same global batches (streamed on both): dev losses, before and after."""
     data_dir = os.path.join(work, "cartpole")
     env = loops.make_env("CartPole-v1", 8)
     uniform = lambda obs, key: tf.random.stateless_uniform(
@@ -136,7 +136,8 @@ def world_model(work: str) -> dict:
     out = {}
     for name, strategy in (("one", None), ("two", MIRRORED)):
         config = trainer.ModelRunConfig(model="vector_ensemble", hparams_set="world_model_vector",
-                                        hparams={"bootstrap": False}, data_dir=data_dir, seed=0)
+                                        hparams={"bootstrap": False, "resident_data": False},
+                                        data_dir=data_dir, seed=0)
         run = trainer.open_run(config, os.path.join(work, name), log=lambda _: None,
                                strategy=strategy)
         before = run.dev_loss()
