@@ -85,9 +85,11 @@ def cpu_name() -> str:
 
 
 def code_version() -> str:
-    """The commit the bench ran on (``+dirty`` with uncommitted changes), for its result rows."""
+    """The commit the bench ran on (``+dirty`` with uncommitted code changes), for result rows."""
     here = os.path.dirname(os.path.abspath(__file__))
     git = lambda *a: subprocess.run(["git", "-C", here, *a], capture_output=True, text=True,
                                     check=False).stdout.strip()
     rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    return rev + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    code = ("imagined_rl", "hparams", "problems", "bench/*.py")  # not docs or results
+    return rev + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", *code)
+                  else "")
