@@ -90,6 +90,6 @@ def code_version() -> str:
     git = lambda *a: subprocess.run(["git", "-C", here, *a], capture_output=True, text=True,
                                     check=False).stdout.strip()
     rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    code = ("imagined_rl", "hparams", "problems", "bench/*.py")  # not docs or results
+    code = [f":(top){p}" for p in ("imagined_rl", "hparams", "problems", "bench/*.py")]
     return rev + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", *code)
                   else "")

@@ -73,7 +73,8 @@ def measure(strategy, data_dir: str, seconds: float, ppo_calls: int = 0, wm_step
     seeds_sps, seeds_compile_s, seeds_calls = ppo(two_agents, ppo_calls and seeds_calls)
 
     config = trainer.ModelRunConfig(model="vector_ensemble", hparams_set="world_model_vector",
-                                    hparams={"batch_size": 256}, data_dir=data_dir, seed=0)
+                                    hparams={"batch_size": 256, "resident_data": False},
+                                    data_dir=data_dir, seed=0)  # streamed: as replicas are
     run = trainer.open_run(config, tempfile.mkdtemp(), log=lambda _: None, strategy=strategy)
     run.train(20, log_every=10**9, progress=False)  # compile
     t0 = time.perf_counter()

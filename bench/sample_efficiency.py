@@ -122,6 +122,23 @@ def simple(loop_hp: HParams, seed: int, out: str) -> list[dict[str, Any]]:
     return records
 
 
+def claim_for_code(run_dir: str) -> None:
+    """A loop's run directory resumes only under the code that began it (``code.txt``): a
+    ``--redo`` on new code must not read an old finished loop's records as new ones."""
+    marker, code = os.path.join(run_dir, "code.txt"), code_version()
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if (old := f.read().strip()) != code:
+                raise SystemExit(f"{run_dir} holds a loop begun on code {old}, not {code}: "
+                                 "pass a fresh --work_dir")
+    elif os.path.exists(run_dir) and FLAGS.redo:
+        raise SystemExit(f"{run_dir} holds a loop of unknown code: pass a fresh --work_dir")
+    else:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(marker, "w") as f:
+            f.write(code + "\n")
+
+
 def run(env: str, seed: int, done: set[tuple], path: str) -> None:
     loop_hp = loop_set(env)
     problem = loop_problem(loop_hp)
@@ -145,6 +162,7 @@ def run(env: str, seed: int, done: set[tuple], path: str) -> None:
             spec, n, key), seed), "real_steps": 0})
     if FLAGS.simple and any((env, seed, "simple", b) not in done for b in budgets):
         run_dir = os.path.join(FLAGS.work_dir, f"{FLAGS.out_name}-{env}-s{seed}")
+        claim_for_code(run_dir)
         records = simple(loop_hp, seed, run_dir)
         for b in budgets:
             within = [r for r in records if r["real_env_steps"] <= b]
@@ -172,9 +190,9 @@ def report(rows: list[dict[str, Any]]) -> str:
              "Greedy real return (mean +- std over seeds; n = seeds) after at most the given "
              "real env steps, counted honestly. SimPLe: the loop's last epoch within the "
              "budget (its real steps in brackets); model-free PPO: trained from scratch on "
-             "that budget.", "",
-             "| env | method | budget | return | n | real steps used | notes |",
-             "|---|---|---:|---:|---:|---:|---|"]
+             "that budget. Code: the commits the rows ran on.", "",
+             "| env | method | budget | return | n | real steps used | notes | code |",
+             "|---|---|---:|---:|---:|---:|---|---|"]
     keys = sorted({(r["env"], r["method"], r["budget"]) for r in rows
                    if r["method"] != "simple_curve"},
                   key=lambda k: (k[0], ["random", "simple", "model_free"].index(k[1]), k[2]))
@@ -189,8 +207,9 @@ def report(rows: list[dict[str, Any]]) -> str:
             notes += "".join(f", {n}" for n in sets)
         elif method == "simple":
             notes = "imagined return " + ", ".join(str(r["imagined_return"]) for r in group)
+        codes = ", ".join(sorted({r.get("code", "?") for r in group}))
         lines.append(f"| {env} | {method} | {budget:,} | {ret.mean():.2f} +- {ret.std():.2f} | "
-                     f"{len(group)} | {', '.join(f'{u:,}' for u in used)} | {notes} |")
+                     f"{len(group)} | {', '.join(f'{u:,}' for u in used)} | {notes} | {codes} |")
     return "\n".join(lines) + "\n"
 
 
@@ -215,8 +234,9 @@ def main(_: list[str]) -> None:
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     path = os.path.join(FLAGS.out_dir, FLAGS.out_name + ".jsonl")
     rows = rundir.read_jsonl(path)
+    code = code_version()
     redo = lambda r: (r["method"] in FLAGS.redo and r["env"] in FLAGS.envs
-                      and r["seed"] < FLAGS.seeds)
+                      and r["seed"] < FLAGS.seeds and r.get("code") != code)  # resumable
     done = {(r["env"], r["seed"], r["method"], r["budget"]) for r in rows if not redo(r)}
     for env in FLAGS.envs:
         loop_set(env)  # an unknown env fails before anything runs

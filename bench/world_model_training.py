@@ -4,11 +4,11 @@
 
 For each model, the same random-policy data (recorded here from the native in-graph env) and
 the same trainer, ``ModelTrainer.train`` timed over ``--steps`` optimiser steps after a warm-up
-(compile) of 100: ``resident_data=True`` (the default: the train split in memory, 100 steps per
-compiled call, each drawing its batch in the graph) against ``resident_data=False`` (the
-``tf.data`` stream of windows, one call per step: what the trainer did before, and still does
-under a ``tf.distribute`` strategy). Both include the logging and dev-loss evaluation every
-100 steps that a real run does.
+(compile) of 100: ``resident_data=True`` (the default: the train split in memory, the 100 steps
+between log points in one compiled call, each drawing its batch in the graph) against
+``resident_data=False`` (the ``tf.data`` stream of windows, one call per step: what the
+trainer did before, and still does under a ``tf.distribute`` strategy). Both include the
+logging and dev-loss evaluation every 100 steps that a real run does.
 """
 
 from __future__ import annotations

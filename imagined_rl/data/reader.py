@@ -328,8 +328,11 @@ def resident_windows(data_dir: str, split: str = "train", *, history: int,
     if not len(ends):
         raise UserError(f"no window of {k + 1} consecutive frames of one episode in the "
                         f"{split} split of {data_dir}: record longer episodes")
-    steps = {name: tf.convert_to_tensor(np.concatenate(v)) for name, v in columns.items()}
-    return WindowTable(steps, tf.convert_to_tensor(ends, tf.int32))
+    steps = {}
+    for name in _WINDOW_KEYS:  # one column at a time: the peak is the split plus one column
+        # identity: the op runs on the default device, so the table lives on the GPU/TPU there
+        steps[name] = tf.identity(np.concatenate(columns.pop(name)))
+    return WindowTable(steps, tf.identity(tf.convert_to_tensor(ends, tf.int32)))
 
 
 def sample_windows(table: WindowTable, n: int, history: int, key: tf.Tensor

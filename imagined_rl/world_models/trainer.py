@@ -66,7 +66,8 @@ def build_model(config: ModelRunConfig) -> WorldModel:
 class ModelTrainer:
     """Owns a model, its optimiser, step counter and checkpoint manager.
 
-    On one device the train split is held in memory and each compiled call runs 100 steps,
+    On one device the train split is held in memory and each compiled call runs the steps up to
+    the next log point (``log_every``, 100 by default),
     drawing every batch in the graph (``resident_data``; ~2x faster than a ``tf.data`` stream
     on 2 CPU cores: ``bench/world_model_training.py``), with step ``s``'s batch a function of
     the seed and ``s`` alone, so a resumed run trains exactly as an uninterrupted one.
