@@ -67,10 +67,10 @@ class ModelTrainer:
     """Owns a model, its optimiser, step counter and checkpoint manager.
 
     On one device the train split is held in memory and each compiled call runs the steps up to
-    the next log point (``log_every``, 100 by default),
-    drawing every batch in the graph (``resident_data``; ~2x faster than a ``tf.data`` stream
-    on 2 CPU cores: ``bench/world_model_training.py``), with step ``s``'s batch a function of
-    the seed and ``s`` alone, so a resumed run trains exactly as an uninterrupted one.
+    the next log point (``log_every``, 100 by default), drawing every batch in the graph
+    (``resident_data``; 1.55-3.15x a ``tf.data`` stream on 2 CPU cores:
+    ``bench/world_model_training.py``), step ``s``'s batch a function of the seed and ``s``
+    alone, so a resumed run trains exactly as an uninterrupted one.
     Under a ``tf.distribute`` strategy of R replicas, training is data parallel: each replica
     takes ``batch_size / R`` windows of every batch, its gradients (one XLA program) are
     averaged across replicas (then clipped, as one device clips the whole batch's) and applied
