@@ -32,6 +32,7 @@ def rlmb_cartpole() -> HParams:
         real_steps_per_epoch=1_000,  # then experience of the current policy, each epoch
         model="vector_ensemble",
         model_hparams_set="world_model_vector",
+        model_hparams="",  # overrides of the model set
         model_train_steps=2_000,  # optimiser steps added each epoch
         ppo_hparams_set="ppo_cartpole",
         ppo_hparams="num_envs=16",  # overrides of the PPO set
@@ -57,6 +58,7 @@ def rlmb_minatar_breakout() -> HParams:
         real_steps_per_epoch=6_000,
         model="grid_conv",
         model_hparams_set="world_model_grid_fast",
+        model_hparams="",
         model_train_steps=4_000,
         ppo_hparams_set="ppo_minatar",
         ppo_hparams="num_envs=64",
@@ -104,6 +106,7 @@ def _rlmb_t2t() -> HParams:
         real_num_envs=1,  # t2t's real_batch_size: one game, long stretches of it per epoch
         model="next_frame_basic_deterministic",
         model_hparams_set="next_frame_pixel_noise",
+        model_hparams="",  # overrides of the model set
         model_train_steps=15_000,
         initial_epoch_train_steps_multiplier=3,
         ppo_hparams_set="ppo_simple_atari",

@@ -183,7 +183,7 @@ class _Loop:
             config = wm_trainer.ModelRunConfig(
                 self.hp.model, self.hp.model_hparams_set,
                 registry.hparams_with_overrides(self.hp.model_hparams_set,
-                                                self.hp.get("model_hparams", "")).values(),
+                                                self.hp.model_hparams).values(),
                 os.path.abspath(self.data_dir), self.seed)
             self._trainer = wm_trainer.open_run(
                 config, os.path.join(self.output_dir, "world_model"), self.log, self.strategy)
