@@ -48,16 +48,21 @@ def measure(strategy, data_dir: str, seconds: float, ppo_calls: int = 0, wm_step
             seeds_calls: int = 0, num_envs: int = 8) -> dict:
     """Steady PPO env steps/s and world-model optimiser steps/s under ``strategy``: for about
     ``seconds`` each, or for fixed counts (workers must all run the same number of steps)."""
-    import tensorflow as tf  # noqa: F401  (after the logical devices are set)
+    import numpy as np
+    import tensorflow as tf  # after the logical devices are set
 
-    from imagined_rl import loops, registry
+    from imagined_rl import distribute, loops, registry
     from imagined_rl.ppo import PPO
     from imagined_rl.world_models import trainer
 
-    def ppo(overrides: str, fixed_calls: int) -> tuple[float, float, int]:
+    def agent_of(overrides: str, all_reduce: str = "auto") -> PPO:
         hp = registry.hparams_with_overrides("ppo_cartpole", overrides)
-        agent = PPO(loops.make_env("CartPole-v1", num_envs), hp, total_env_steps=10**8,
-                    strategy=strategy)
+        return PPO(loops.make_env("CartPole-v1", num_envs), hp, total_env_steps=10**8,
+                   strategy=strategy, all_reduce=all_reduce)
+
+    def ppo(overrides: str, fixed_calls: int, all_reduce: str = "auto"
+            ) -> tuple[float, float, int]:
+        agent = agent_of(overrides, all_reduce)
         t0 = time.perf_counter()
         agent.train(1)
         compile_s = time.perf_counter() - t0
@@ -71,6 +76,17 @@ def measure(strategy, data_dir: str, seconds: float, ppo_calls: int = 0, wm_step
     one_agent, two_agents = ppo_overrides(num_envs)
     ppo_sps, compile_s, calls = ppo(one_agent, ppo_calls)
     seeds_sps, seeds_compile_s, seeds_calls = ppo(two_agents, ppo_calls and seeds_calls)
+    fused = {}
+    if strategy.num_replicas_in_sync > 1 and distribute.collectives_in_xla(strategy):
+        # the one-agent rows ran the all-reduce inside XLA: the host form beside it, and the
+        # two forms' weights after the same 2 iterations (the same keys: equal up to rounding)
+        fused["ppo_host_env_steps_per_s"] = round(ppo(one_agent, 0, "host")[0])
+        pair = [agent_of(one_agent, m) for m in ("xla", "host")]
+        for a in pair:
+            a.train(2)
+        fused["xla_vs_host_max_weight_diff"] = max(
+            float(np.max(np.abs(x.numpy() - y.numpy())))
+            for x, y in zip(*(tf.nest.flatten(a.params) for a in pair)))
 
     config = trainer.ModelRunConfig(model="vector_ensemble", hparams_set="world_model_vector",
                                     hparams={"batch_size": 256, "resident_data": False},
@@ -87,7 +103,7 @@ def measure(strategy, data_dir: str, seconds: float, ppo_calls: int = 0, wm_step
             "ppo_first_call_s": round(compile_s, 2), "wm_steps_per_s": round(wm_sps, 1),
             "wm_windows_per_s": round(wm_sps * 256), "ppo_calls": calls, "wm_steps": steps,
             "seeds_env_steps_per_s": round(seeds_sps), "seeds_first_call_s":
-            round(seeds_compile_s, 2), "seeds_calls": seeds_calls}
+            round(seeds_compile_s, 2), "seeds_calls": seeds_calls, **fused}
 
 
 def child(mode: str, data_dir: str, seconds: float, ppo_calls: int, wm_steps: int,
@@ -191,6 +207,13 @@ def write(result: dict, out: str) -> None:
     lines.append("First PPO call (compile), s: " + ", ".join(
         f"{name.split(' (')[0]}: {r['ppo_first_call_s']} / {r['seeds_first_call_s']}"
         for name, r in rows) + " (1 agent / 2 agents).")
+    two = result["two"]
+    if "ppo_host_env_steps_per_s" in two:
+        lines.append(
+            f"One agent split over {many} GPUs: all-reduce inside each GPU's XLA program "
+            f"{two['ppo_env_steps_per_s']:,} env steps/s, between programs (the CPU form) "
+            f"{two['ppo_host_env_steps_per_s']:,}; weights of the two forms after 2 "
+            f"iterations differ by at most {two['xla_vs_host_max_weight_diff']:.2e}.")
     one_agent, two_agents = ppo_overrides(int(result.get("num_envs", 8)))
     lines += ["", f"Command: `{result['command']}`; PPO `ppo_cartpole` with `{one_agent}` "
               f"and `{two_agents}` (the same envs in all either way), "

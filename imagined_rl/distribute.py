@@ -28,6 +28,17 @@ def accelerator() -> bool:
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
+def collectives_in_xla(strategy: tf.distribute.Strategy) -> bool:
+    """Whether an all-reduce can sit inside each replica's XLA program: on TPUs, and under
+    ``MirroredStrategy`` when every device is a GPU (TF then skips ``merge_call`` and emits
+    collectives XLA compiles). XLA:CPU cannot hold them, nor can multi-worker strategies here."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    if type(strategy) is not tf.distribute.MirroredStrategy:
+        return False
+    return all("GPU" in d.upper() for d in strategy.extended.worker_devices)
+
+
 def _tpu_here() -> bool:
     """A TPU runtime is likely attached: its env vars, or a TPU VM's accelerator devices."""
     return any(os.environ.get(v) for v in TPU_ENV_VARS) or bool(glob.glob("/dev/accel*"))

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from imagined_rl.distribute import accelerator
+from imagined_rl.distribute import accelerator, collectives_in_xla
 from imagined_rl.envs.core import BatchEnv, Box, Discrete, make_key, split
 from imagined_rl.hparams_lib import HParamsError
 
@@ -339,7 +339,13 @@ class PPO:
     """
 
     def __init__(self, env: BatchEnv, hparams: Any, total_env_steps: int, seed: int = 0,
-                 strategy: tf.distribute.Strategy | None = None):
+                 strategy: tf.distribute.Strategy | None = None, all_reduce: str = "auto"):
+        """``all_reduce`` says where the gradient all-reduce sits when every agent's envs split
+        over the strategy's replicas (whole agents do not; see the data-parallel section):
+        ``"xla"`` (inside each replica's one XLA program: TPUs and GPUs), ``"host"`` (between
+        programs: the form XLA:CPU runs), ``"auto"`` (xla where the strategy allows it). Forced
+        on one replica, it runs that structure on one device (the CPU test of the GPU/TPU
+        program)."""
         self.env, self.hp, self.seed = env, hparams, int(seed)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = int(self.strategy.num_replicas_in_sync)
@@ -364,7 +370,16 @@ class PPO:
         if self.replicas > 1 and not env.jit_compatible:
             raise HParamsError(f"{env.name} steps on the host and cannot be split over replicas;"
                                " use --distribute=none")
-        if self.replicas > 1 and not self.shard_seeds:
+        if all_reduce not in ("auto", "xla", "host"):
+            raise HParamsError(f"all_reduce={all_reduce!r}: choose auto, xla or host")
+        self.split = None  # where the all-reduce of agents split over replicas sits
+        if all_reduce != "auto" or (self.replicas > 1 and not self.shard_seeds):
+            self.split = all_reduce if all_reduce != "auto" else (
+                "xla" if collectives_in_xla(self.strategy) else "host")
+            if self.split == "xla" and self.replicas > 1 and not collectives_in_xla(
+                    self.strategy):
+                raise HParamsError("all_reduce='xla' needs collectives inside XLA (a TPU, or "
+                                   "GPUs under MirroredStrategy); here use all_reduce='host'")
             self.local_env = self._check_shardable(env)
         self.discrete = isinstance(env.action_spec, Discrete)
         self.network = str(getattr(hparams, "network", "mlp"))
@@ -421,7 +436,11 @@ class PPO:
             self._seed_shard = tf.function(self._seed_shard_graph, jit_compile=jit,
                                            autograph=False)
             self._seed_call = tf.function(self._seed_call_graph, autograph=False)
-        elif self.replicas > 1:  # XLA per replica; the all-reduce and the loop around it outside
+        elif self.split == "xla":  # the all-reduce inside each replica's one XLA program
+            self._split_replica = tf.function(self._split_replica_graph, jit_compile=jit,
+                                              autograph=False)
+            self._split_call = tf.function(self._split_call_graph, autograph=False)
+        elif self.split == "host":  # XLA per replica; the all-reduce and loop around it outside
             self._shard_prepare = tf.function(self._shard_prepare_graph, jit_compile=jit,
                                               autograph=False)
             self._shard_grads = tf.function(self._grads, jit_compile=jit, autograph=False)
@@ -686,10 +705,18 @@ class PPO:
     def _update(self, c: dict, flat: dict, lr: tf.Tensor) -> tuple[dict, dict]:
         """``optimization_epochs`` x ``num_minibatches`` Adam steps on the rollout batch."""
         c, perms = self._shuffle(c, int(flat["obs"].shape[1]))
+        return self._steps(c, flat, perms, lr)
+
+    def _steps(self, c: dict, flat: dict, perms: tf.Tensor, lr: tf.Tensor,
+               mean=None) -> tuple[dict, dict]:
+        """The Adam steps of an update, minibatch i from ``perms[i]``; ``mean`` (an all-reduce
+        across replicas) averages each minibatch's gradients and stats before they apply."""
         n_updates = int(perms.shape[0])
 
         def body(i, params, m, v, updates, acc):
             grads, stats = self._grads(params, flat, perms[i])
+            if mean is not None:
+                grads, stats = mean((grads, stats))
             params, m, v, updates, stats["grad_norm"] = self._apply(params, grads, m, v,
                                                                     updates, lr)
             acc = [a + stats[k] for a, k in zip(acc, UPDATE_METRICS)]
@@ -741,8 +768,8 @@ class PPO:
 
     def train(self, iterations: int | None = None) -> dict[str, np.ndarray]:
         """Runs PPO iterations in compiled calls of up to ``iterations_per_call`` each (one per
-        iteration under a strategy of several replicas); returns the metrics as
-        ``[iterations, S]`` arrays.
+        iteration where agents' envs split over replicas with the all-reduce between
+        programs, ``all_reduce="host"``); returns the metrics as ``[iterations, S]`` arrays.
 
         ``return_mean`` is the mean undiscounted return of episodes that ended during each
         iteration (NaN where none ended).
@@ -750,13 +777,13 @@ class PPO:
         per_call = int(self.hp.iterations_per_call)
         todo = per_call if iterations is None else int(iterations)
         chunks = []
-        if self.replicas > 1 and not self.shard_seeds:  # one call per iteration (the
-            # minibatch loop is host-driven)
+        if self.split == "host":  # one call per iteration (the minibatch loop is host-driven)
             chunks = [self._replicated_iteration().numpy()[None] for _ in range(todo)]
             todo = 0
+        call = {None: self._train, "xla": getattr(self, "_split_call", None)}.get(self.split)
+        call = self._seed_call if self.shard_seeds else call
         while todo > 0:
             k = min(todo, per_call)
-            call = self._seed_call if self.shard_seeds else self._train
             chunks.append(call(tf.constant(k)).numpy()[:k])
             todo -= k
         buf = np.concatenate(chunks)
@@ -774,7 +801,8 @@ class PPO:
     # GAE and shuffle as one XLA program on its share; each minibatch gradient is its own XLA
     # program, averaged across replicas (an all-reduce, per agent, between the programs:
     # XLA:CPU cannot hold collectives) and applied identically everywhere; the new env states
-    # are gathered back. Minibatches are drawn within each replica's share and advantages
+    # are gathered back (``all_reduce="host"``; ``"xla"`` below runs the same pieces as one
+    # program). Minibatches are drawn within each replica's share and advantages
     # normalised per share, so a run matches one device statistically, not bit for bit.
 
     def _check_shardable(self, env: BatchEnv) -> BatchEnv:
@@ -820,16 +848,30 @@ class PPO:
         self.state["updates"].assign(updates)
         return stats
 
+    def _gather_shares(self, ctx: tf.distribute.ReplicaContext, share: dict) -> dict:
+        """Every replica's env shares ``[S*N/R, ...]`` -> the whole ``[S*N, ...]``, everywhere
+        (undoes ``replica_share``). An all-reduce sum of each share placed in its replica's
+        block of zeros, not an all-gather: all-reduces are the collective every XLA backend
+        holds, and adding zeros is exact."""
+        s, r = self.num_seeds, self.replicas
+        slot = tf.one_hot(ctx.replica_id_in_sync_group, r, dtype=tf.int32)
+
+        def gather(z):
+            wide = z if z.dtype in GATHERABLE else tf.cast(z, tf.int32)
+            parts = tf.reshape(wide, [1, s, -1, *z.shape[1:]])
+            mask = tf.reshape(tf.cast(slot, wide.dtype), [r, 1, 1] + [1] * (z.shape.rank - 1))
+            blocks = ctx.all_reduce(tf.distribute.ReduceOp.SUM, mask * parts)  # [R, S, N/R, ..]
+            whole = tf.experimental.numpy.moveaxis(blocks, 0, 1)  # [S, R, N/R, ...]
+            return tf.cast(tf.reshape(whole, [-1, *z.shape[1:]]), z.dtype)
+
+        return tf.nest.map_structure(gather, share)
+
     def _replica_finish(self, share: dict, key: tf.Tensor, stats: dict) -> dict:
         """Gathers every replica's envs back into the mirrored state; sums the episode stats."""
-        ctx, s = tf.distribute.get_replica_context(), self.num_seeds
-
-        def gather(z):  # [S*N/R, ...] on each replica -> [S*N, ...] everywhere
-            out = _all_gather(ctx, tf.reshape(z, [s, -1, *z.shape[1:]]), 1)
-            return tf.reshape(out, [-1, *z.shape[1:]])
-
-        for k, part in share.items():
-            tf.nest.map_structure(lambda var, t: _assign(var, gather(t)), self.state[k], part)
+        ctx = tf.distribute.get_replica_context()
+        whole = self._gather_shares(ctx, share)
+        for k, part in whole.items():
+            tf.nest.map_structure(_assign, self.state[k], part)
         self.state["key"].assign(key)
         self.state["iteration"].assign_add(1)
         return ctx.all_reduce(tf.distribute.ReduceOp.SUM, stats)
@@ -853,6 +895,44 @@ class PPO:
         stats = first(strategy.run(self._replica_finish,
                                    (prep["share"], prep["key"], prep["stats"])))
         return tf.stack([stats[k] for k in METRICS[:3]] + [a / n_updates for a in acc])
+
+    # With ``all_reduce="xla"`` (TPUs; MirroredStrategy over GPUs, where TF keeps collectives inside
+    # XLA) the same pieces -- share, rollout, GAE, shuffle, per-minibatch gradient all-reduced
+    # per agent, clip + Adam, gather -- run as one XLA program per replica per call of
+    # ``iterations_per_call`` iterations, as on one device.
+
+    def _split_iteration(self, c: dict, ctx: tf.distribute.ReplicaContext
+                         ) -> tuple[dict, tf.Tensor]:
+        """One iteration on this replica's share, collectives inside: the new (whole) carry
+        and the metrics row ``[M, S]``, the same on every replica."""
+        p = self._shard_prepare_graph(c, ctx.replica_id_in_sync_group)
+        mean = lambda x: ctx.all_reduce(tf.distribute.ReduceOp.MEAN, x)
+        c, upd = self._steps(c, p["flat"], p["perms"], p["lr"], mean)
+        stats = ctx.all_reduce(tf.distribute.ReduceOp.SUM, p["stats"])
+        c = dict(c, **self._gather_shares(ctx, p["share"]), key=p["key"],
+                 iteration=c["iteration"] + 1)
+        return c, tf.stack([stats[k] for k in METRICS[:3]] + [upd[k] for k in UPDATE_METRICS])
+
+    def _split_replica_graph(self, iterations: tf.Tensor) -> tf.Tensor:
+        """``iterations`` iterations of this replica (one XLA program): stores the carry,
+        returns the metrics ``[iterations_per_call, M, S]``."""
+        ctx = tf.distribute.get_replica_context()
+        rows = int(self.hp.iterations_per_call)
+
+        def body(k, c, buf):
+            c, row = self._split_iteration(c, ctx)
+            return k + 1, c, tf.tensor_scatter_nd_update(buf, [[k]], row[None])
+
+        buf = tf.zeros([rows, len(METRICS), self.num_seeds])
+        _, c, buf = tf.while_loop(lambda k, *_: k < iterations, body,
+                                  (0, self._read_state(), buf), maximum_iterations=rows,
+                                  parallel_iterations=1)
+        tf.nest.map_structure(_assign, self.state, c)
+        return buf
+
+    def _split_call_graph(self, iterations: tf.Tensor) -> tf.Tensor:
+        out = self.strategy.run(self._split_replica, (iterations,))
+        return self.strategy.experimental_local_results(out)[0]
 
     # Where the seed axis splits (num_seeds a multiple of R), each replica trains whole agents:
     # S/R agents with all their envs, independent of the others, so a call of

@@ -284,3 +284,30 @@ def test_the_ppo_program_is_tpu_compatible():
     for host in (" send(", " recv(", "outfeed", "infeed", "host-compute", "PyFunc"):
         assert host not in hlo, host
     assert "<=" not in hlo  # no bounded-dynamic dimensions
+
+
+def test_the_fused_split_program_is_the_split_pieces_in_one_xla_program():
+    """``all_reduce="xla"`` (GPUs/TPUs: every agent's envs split over replicas, the gradient
+    all-reduce inside each replica's one XLA program) cannot run on XLA:CPU with two replicas;
+    forced on one device it runs the same pieces as ``all_reduce="host"`` (whose 2-replica runs are
+    tested against one device above) and must give their result, as one program without host
+    ops. Which strategies get it is ``collectives_in_xla``'s call."""
+    hp = registry.hparams_with_overrides("ppo_cartpole", "num_envs=8,epoch_length=16,"
+                                         "num_minibatches=4,iterations_per_call=3")
+    env = registry.problem("gym_cartpole_random").make_env(8, seed=0)
+    host, fused = (PPO(env, hp, 2_000, seed=3, all_reduce=s) for s in ("host", "xla"))
+    out_host, out_fused = host.train(3), fused.train(3)
+    for k in ("return_sum", "episodes", "policy_loss", "grad_norm"):
+        np.testing.assert_allclose(out_fused[k], out_host[k], rtol=1e-4, atol=1e-5)
+    for a, b in zip(tf.nest.flatten(host.params), tf.nest.flatten(fused.params)):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5)
+    assert fused.iteration == host.iteration == 3 and fused.env_steps == host.env_steps
+    hlo = fused._split_replica.experimental_get_compiler_ir(tf.constant(3))(stage="hlo")
+    assert hlo.count("HloModule") == 1 and "while" in hlo
+    for op in (" send(", " recv(", "outfeed", "infeed", "host-compute", "PyFunc"):
+        assert op not in hlo, op
+    assert not distribute.collectives_in_xla(tf.distribute.get_strategy())
+    cpus = tf.distribute.MirroredStrategy(["/cpu:0"])
+    assert not distribute.collectives_in_xla(cpus)  # XLA:CPU: the host form
+    with pytest.raises(ValueError, match="all_reduce="):
+        PPO(env, hp, 2_000, all_reduce="nccl")
