@@ -17,6 +17,7 @@ import tensorflow as tf
 from imagined_rl import data, distribute, loops, ppo, registry
 from imagined_rl.errors import UserError
 from imagined_rl.ppo import PPO
+from imagined_rl.world_models import trainer
 
 
 @pytest.fixture(autouse=True)
@@ -311,3 +312,30 @@ def test_the_fused_split_program_is_the_split_pieces_in_one_xla_program():
     assert not distribute.collectives_in_xla(cpus)  # XLA:CPU: the host form
     with pytest.raises(ValueError, match="all_reduce="):
         PPO(env, hp, 2_000, all_reduce="nccl")
+
+
+def test_the_world_model_step_compiles_whole_for_gpus_and_tpus(tmp_path):
+    """Where collectives sit inside XLA (``step_in_xla``: GPUs, TPUs) a replica's whole
+    world-model step -- gradients, all-reduce, clip, Keras's Adam -- is one XLA program. On one
+    CPU device that program must train exactly as the one-device step does."""
+    data_dir = str(tmp_path / "cartpole")
+    env = loops.make_env("CartPole-v1", 8)
+    data.record(env, lambda obs, key: tf.random.stateless_uniform([8], key, 0, 2, tf.int32),
+                2_000, data_dir, seed=0, steps_per_shard=1_000, progress=False)
+    config = trainer.ModelRunConfig(model="vector_ensemble", hparams_set="world_model_vector",
+                                    hparams={"bootstrap": False}, data_dir=data_dir, seed=0)
+    runs = [trainer.open_run(config, str(tmp_path / n), log=lambda _: None) for n in "ab"]
+    assert not runs[0].step_in_xla  # one CPU device
+    for run in runs:
+        run.clip = 0.5  # the clipped path: the mean gradient's all-reduce, then the clip
+    batch = next(iter(runs[0].dataset("train", shuffle=False)))
+    key = tf.constant([1, 2], tf.int64)
+    for _ in range(3):
+        one = runs[0]._train_step(batch, key)
+        whole = runs[1]._replica_step_xla(batch, key)
+    np.testing.assert_allclose(whole["loss"].numpy(), one["loss"].numpy(), rtol=1e-5)
+    for a, b in zip(runs[0].model.train_variables, runs[1].model.train_variables):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-6)
+    assert int(runs[1].step.numpy()) == 3
+    ir = runs[1]._replica_step_xla.experimental_get_compiler_ir(batch, key)(stage="hlo")
+    assert ir.count("HloModule") == 1 and "PyFunc" not in ir

@@ -74,7 +74,8 @@ class ModelTrainer:
     Under a ``tf.distribute`` strategy of R replicas, training is data parallel: each replica
     takes ``batch_size / R`` windows of every batch, its gradients (one XLA program) are
     averaged across replicas (then clipped, as one device clips the whole batch's) and applied
-    identically to the mirrored variables.
+    identically to the mirrored variables -- on GPUs and TPUs all of it inside each
+    replica's one XLA program (``step_in_xla``).
     """
 
     def __init__(self, config: ModelRunConfig, output_dir: str,
@@ -97,6 +98,11 @@ class ModelTrainer:
         self._grads = tf.function(self._grads_graph, jit_compile=jit)
         self._train_step = tf.function(self._train_step_graph, jit_compile=jit)
         self._replicated_step = tf.function(self._replicated_step_graph, autograph=False)
+        # GPUs/TPUs: each replica's whole step (gradients, all-reduce, clip, Adam) is one XLA
+        # program; XLA:CPU cannot hold the collectives, so there only the gradients are
+        self.step_in_xla = jit and self.replicas > 1 and distribute.collectives_in_xla(
+            self.strategy)
+        self._replica_step_xla = tf.function(self._replica_step, jit_compile=True)
         self._eval_step = tf.function(self._eval_step_graph, jit_compile=jit)
         # Many steps in one while loop: XLA:CPU runs convolution gradients inside a loop ~5x
         # slower than TF's kernels (44 vs 7.7 ms a step, grid_conv): there the loop is a graph.
@@ -181,7 +187,8 @@ class ModelTrainer:
         return metrics
 
     def _replicated_step_graph(self, batch: dict[str, tf.Tensor], key: tf.Tensor) -> dict:
-        metrics = self.strategy.run(self._replica_step, (batch, key))
+        step = self._replica_step_xla if self.step_in_xla else self._replica_step
+        metrics = self.strategy.run(step, (batch, key))
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                 for k, v in metrics.items()}
 
