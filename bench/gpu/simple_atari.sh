@@ -4,7 +4,7 @@
 #   bash bench/gpu/simple_atari.sh                 # Freeway and Pong, seed 0
 #   GAMES="pong" SEEDS="0 1 2" bash bench/gpu/simple_atari.sh
 #
-# What it runs, per game and seed, through bench/sample_efficiency.py: the SimPLe loop with
+# What it runs, per game and seed, through bench/simple_atari.py: the SimPLe loop with
 # t2t's rlmb_base_stochastic_discrete (105x80 RGB, 4 stacked frames, 15 epochs, 96k real agent
 # steps; world model and PPO sizes as in the paper, float32), model-free PPO with the same conv
 # policy at the same real-step budgets (25k/50k/100k) and 1M, and a random policy; mean raw
@@ -21,5 +21,5 @@ SEEDS=${SEEDS:-"0"}
 SET=${SET:-rlmb_base_stochastic_discrete}
 n=$(echo "$SEEDS" | wc -w)
 envs=$(for game in $GAMES; do printf "atari_%s," "$game"; done)
-python bench/sample_efficiency.py --envs="${envs%,}" --seeds="$n" \
+python bench/simple_atari.py --envs="${envs%,}" --seeds="$n" \
   --atari_loop_hparams_set="$SET" --out_name="simple_atari_gpu_${SET}"
