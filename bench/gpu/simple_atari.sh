@@ -21,5 +21,5 @@ SEEDS=${SEEDS:-"0"}
 SET=${SET:-rlmb_base_stochastic_discrete}
 n=$(echo "$SEEDS" | wc -w)
 envs=$(for game in $GAMES; do printf "atari_%s," "$game"; done)
-python bench/simple_atari.py --envs="${envs%,}" --seeds="$n" \
+python bench/simple_atari.py --envs="${envs%,}" --seeds="$n" --long_budgets=1000000 \
   --atari_loop_hparams_set="$SET" --out_name="simple_atari_gpu_${SET}"
