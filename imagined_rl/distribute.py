@@ -30,8 +30,10 @@ def accelerator() -> bool:
 
 def collectives_in_xla(strategy: tf.distribute.Strategy) -> bool:
     """Whether an all-reduce can sit inside each replica's XLA program: on TPUs, and under
-    ``MirroredStrategy`` when every device is a GPU (TF then skips ``merge_call`` and emits
-    collectives XLA compiles). XLA:CPU cannot hold them, nor can multi-worker strategies here."""
+    ``MirroredStrategy`` when every device is a GPU (TF then emits an all-reduce as a collective
+    XLA compiles, not through ``merge_call``; writes to variables aggregated other than NONE
+    still go through ``merge_call`` and cannot sit inside XLA there). XLA:CPU cannot hold
+    collectives, nor can multi-worker strategies here."""
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return True
     if type(strategy) is not tf.distribute.MirroredStrategy:

@@ -372,20 +372,30 @@ class PPO:
                                " use --distribute=none")
         if all_reduce not in ("auto", "xla", "host"):
             raise HParamsError(f"all_reduce={all_reduce!r}: choose auto, xla or host")
-        self.split = None  # where the all-reduce of agents split over replicas sits
-        if all_reduce != "auto" or (self.replicas > 1 and not self.shard_seeds):
-            self.split = all_reduce if all_reduce != "auto" else (
-                "xla" if collectives_in_xla(self.strategy) else "host")
-            if self.split == "xla" and self.replicas > 1 and not collectives_in_xla(
-                    self.strategy):
-                raise HParamsError("all_reduce='xla' needs collectives inside XLA (a TPU, or "
-                                   "GPUs under MirroredStrategy); here use all_reduce='host'")
-            self.local_env = self._check_shardable(env)
-        self.discrete = isinstance(env.action_spec, Discrete)
         self.network = str(getattr(hparams, "network", "mlp"))
-        self.share_torso = bool(getattr(hparams, "share_torso", True))
         if self.network not in NETWORKS:
             raise HParamsError(f"network={self.network!r}: choose one of {', '.join(NETWORKS)}")
+        jit = bool(getattr(hparams, "jit", True))
+        if jit and self.network != "mlp" and not accelerator() and not bool(
+                getattr(hparams, "xla_convs_on_cpu", False)):
+            jit = False  # XLA:CPU's conv gradients: ~6x slower than TF's kernels (bench/README)
+        self.jit = jit
+        self.split = None  # where the all-reduce of agents split over replicas sits
+        if self.shard_seeds and all_reduce != "auto":
+            raise HParamsError(f"all_reduce={all_reduce!r} is for agents split over replicas; "
+                               f"here each replica holds whole agents: leave it auto")
+        if not self.shard_seeds and (all_reduce != "auto" or self.replicas > 1):
+            in_xla = jit and collectives_in_xla(self.strategy)
+            self.split = all_reduce if all_reduce != "auto" else ("xla" if in_xla else "host")
+            if self.split == "xla" and self.replicas > 1 and not in_xla:
+                raise HParamsError("all_reduce='xla' needs jit and collectives inside XLA (a TPU, "
+                                   "or GPUs under MirroredStrategy); here use all_reduce='host'")
+            if not env.jit_compatible:
+                raise HParamsError(f"{env.name} steps on the host: all_reduce={all_reduce!r} "
+                                   "needs an in-graph env")
+            self.local_env = self._check_shardable(env)
+        self.discrete = isinstance(env.action_spec, Discrete)
+        self.share_torso = bool(getattr(hparams, "share_torso", True))
         self._act_calls = 0
         self.sweep = parse_sweep(getattr(hparams, "hparams_sweep", ""), self.num_seeds)
         self.obs_dim = int(np.prod(env.observation_spec.shape))
@@ -417,11 +427,6 @@ class PPO:
         with self.strategy.scope():  # mirrored across replicas; one copy on one device
             self.state = tf.nest.map_structure(
                 lambda t: tf.Variable(store(t), trainable=False), carry)
-        jit = bool(getattr(hparams, "jit", True))
-        if jit and self.network != "mlp" and not accelerator() and not bool(
-                getattr(hparams, "xla_convs_on_cpu", False)):
-            jit = False  # XLA:CPU's conv gradients: ~6x slower than TF's kernels (bench/README)
-        self.jit = jit
         # autograph=False: the graph code is explicit tf.while_loop/tf.cond already, and
         # autograph's source-to-source conversion was ~80% of the trace (5 of 6 s on CartPole)
         self._train = tf.function(self._train_graph, jit_compile=jit and env.jit_compatible,
@@ -744,8 +749,8 @@ class PPO:
         state, stores the result, and returns the metrics as ``[iterations_per_call, M, S]``.
 
         The iteration count is a runtime value under a static bound, so a shorter last call
-        reuses the compiled program instead of compiling another. (Under a strategy of several
-        replicas each iteration is its own call: see the data-parallel section below.)
+        reuses the compiled program instead of compiling another. (Agents split over replicas
+        with ``all_reduce="host"`` run one call per iteration: see the data-parallel section.)
         """
         c = tf.nest.map_structure(lambda v: v.read_value(), self.state)
         c, buf = self._iterations(c, iterations)
@@ -852,15 +857,16 @@ class PPO:
         """Every replica's env shares ``[S*N/R, ...]`` -> the whole ``[S*N, ...]``, everywhere
         (undoes ``replica_share``). An all-reduce sum of each share placed in its replica's
         block of zeros, not an all-gather: all-reduces are the collective every XLA backend
-        holds, and adding zeros is exact."""
+        holds, and x + 0 is x exactly (each value has one replica's block; the rest are zeros)."""
         s, r = self.num_seeds, self.replicas
         slot = tf.one_hot(ctx.replica_id_in_sync_group, r, dtype=tf.int32)
 
         def gather(z):
             wide = z if z.dtype in GATHERABLE else tf.cast(z, tf.int32)
             parts = tf.reshape(wide, [1, s, -1, *z.shape[1:]])
-            mask = tf.reshape(tf.cast(slot, wide.dtype), [r, 1, 1] + [1] * (z.shape.rank - 1))
-            blocks = ctx.all_reduce(tf.distribute.ReduceOp.SUM, mask * parts)  # [R, S, N/R, ..]
+            mask = tf.reshape(tf.cast(slot, tf.bool), [r, 1, 1] + [1] * (z.shape.rank - 1))
+            mine = tf.where(mask, parts, tf.zeros_like(parts))  # (no 0 * inf = NaN elsewhere)
+            blocks = ctx.all_reduce(tf.distribute.ReduceOp.SUM, mine)  # [R, S, N/R, ...]
             whole = tf.experimental.numpy.moveaxis(blocks, 0, 1)  # [S, R, N/R, ...]
             return tf.cast(tf.reshape(whole, [-1, *z.shape[1:]]), z.dtype)
 

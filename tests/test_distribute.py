@@ -314,8 +314,8 @@ def test_the_fused_split_program_is_the_split_pieces_in_one_xla_program():
         PPO(env, hp, 2_000, all_reduce="nccl")
 
 
-def test_the_world_model_step_compiles_whole_for_gpus_and_tpus(tmp_path):
-    """Where collectives sit inside XLA (``step_in_xla``: GPUs, TPUs) a replica's whole
+def test_the_world_model_step_compiles_whole_for_tpus(tmp_path):
+    """On TPUs (``step_in_xla``) a replica's whole
     world-model step -- gradients, all-reduce, clip, Keras's Adam -- is one XLA program. On one
     CPU device that program must train exactly as the one-device step does."""
     data_dir = str(tmp_path / "cartpole")

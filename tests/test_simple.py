@@ -66,11 +66,11 @@ def test_real_env_steps_count_every_step_the_env_took(tmp_path, monkeypatch):
 
 def test_simple_loop_solves_cartpole_with_few_real_steps(tmp_path):
     """SimPLe solves CartPole (greedy >= 475, gymnasium's threshold) within 5k real env steps,
-    every one counted: ``rlmb_cartpole`` as registered (measured, seed 0: 420.9 after 2,000
-    steps, 481.6 after 3,000)."""
+    every one counted: ``rlmb_cartpole`` as registered (measured, seed 0: 374.3 / 499.3 / 500 /
+    500 after 2,000 / 3,000 / 4,000 / 5,000 steps; seeds 1-2 reach 500 by 5,000 too)."""
     hp = registry.hparams("rlmb_cartpole")
     records = train_model_based(str(tmp_path), hp, seed=0, progress=False)
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
     assert records[-1]["real_env_steps"] <= 5_000, records
     assert records[-1]["real_return_mean"] >= 475, records
     assert records[0]["real_return_mean"] < 475, records  # learnt over the epochs

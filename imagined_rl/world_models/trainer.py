@@ -74,8 +74,10 @@ class ModelTrainer:
     Under a ``tf.distribute`` strategy of R replicas, training is data parallel: each replica
     takes ``batch_size / R`` windows of every batch, its gradients (one XLA program) are
     averaged across replicas (then clipped, as one device clips the whole batch's) and applied
-    identically to the mirrored variables -- on GPUs and TPUs all of it inside each
-    replica's one XLA program (``step_in_xla``).
+    identically to the mirrored variables -- on TPUs all of it inside each replica's one XLA
+    program (``step_in_xla``). Not on GPUs: Keras's optimizer writes its step count (a
+    variable aggregated ONLY_FIRST_REPLICA) through ``merge_call``, which MirroredStrategy
+    cannot run inside XLA, so there the clip and Adam run between programs, as on CPUs.
     """
 
     def __init__(self, config: ModelRunConfig, output_dir: str,
@@ -98,10 +100,10 @@ class ModelTrainer:
         self._grads = tf.function(self._grads_graph, jit_compile=jit)
         self._train_step = tf.function(self._train_step_graph, jit_compile=jit)
         self._replicated_step = tf.function(self._replicated_step_graph, autograph=False)
-        # GPUs/TPUs: each replica's whole step (gradients, all-reduce, clip, Adam) is one XLA
-        # program; XLA:CPU cannot hold the collectives, so there only the gradients are
-        self.step_in_xla = jit and self.replicas > 1 and distribute.collectives_in_xla(
-            self.strategy)
+        # TPUs: each replica's whole step (gradients, all-reduce, clip, Adam) is one XLA
+        # program; elsewhere only the gradients are (see the class docstring)
+        self.step_in_xla = jit and self.replicas > 1 and isinstance(
+            self.strategy, tf.distribute.TPUStrategy)
         self._replica_step_xla = tf.function(self._replica_step, jit_compile=True)
         self._eval_step = tf.function(self._eval_step_graph, jit_compile=jit)
         # Many steps in one while loop: XLA:CPU runs convolution gradients inside a loop ~5x

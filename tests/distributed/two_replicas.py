@@ -154,7 +154,7 @@ def simple_loop(work: str) -> dict:
     replicas (the real env on one device): what each epoch recorded."""
     hp = registry.hparams("rlmb_cartpole").parse(
         "epochs=2,real_steps_first=3000,real_steps_per_epoch=1000,model_train_steps=300,"
-        "ppo_steps_per_epoch=16384,eval_episodes=4")
+        "ppo_steps_per_epoch=16384,simulated_rollout_length=200,eval_episodes=4")
     records = train_model_based(os.path.join(work, "simple"), hp, seed=0, progress=False,
                                 log=lambda _: None, strategy=MIRRORED)
     return {"simple": [{k: r[k] for k in ("real_return_mean", "imagined_env_steps",
