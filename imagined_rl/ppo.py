@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from imagined_rl.distribute import accelerator, collectives_in_xla
-from imagined_rl.envs.core import BatchEnv, Box, Discrete, make_key, split
+from imagined_rl.envs.core import BatchEnv, Box, Discrete, make_key, normal, split, uniform
 from imagined_rl.hparams_lib import HParamsError
 
 Params = dict[str, Any]
@@ -147,9 +147,8 @@ def torso(network: str, layers: dict, x: tf.Tensor, hp: Any) -> tf.Tensor:
 
 def categorical_sample(logits: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
     """Samples int32 actions from ``logits [..., A]``."""
-    flat = tf.reshape(logits, [-1, logits.shape[-1]])
-    a = tf.random.stateless_categorical(flat, 1, seed=key, dtype=tf.int32)
-    return tf.reshape(a, tf.shape(logits)[:-1])
+    gumbel = -tf.math.log(-tf.math.log(uniform(key, tf.shape(logits), 1e-20, 1.0)))
+    return tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)  # Gumbel-max
 
 
 def categorical_log_prob(logits: tf.Tensor, action: tf.Tensor) -> tf.Tensor:
@@ -540,7 +539,7 @@ class PPO:
             action = categorical_sample(out, key)
             return action, categorical_log_prob(out, action)
         log_std = params["log_std"][:, None, :]
-        action = out + tf.exp(log_std) * tf.random.stateless_normal(tf.shape(out), key)
+        action = out + tf.exp(log_std) * normal(key, tf.shape(out))
         return action, gaussian_log_prob(out, log_std, action)
 
     def _log_prob_entropy(self, params: Params, out: tf.Tensor, action: tf.Tensor):
@@ -677,7 +676,7 @@ class PPO:
         s, n_mb, epochs = self.num_seeds, int(self.hp.num_minibatches), int(
             self.hp.optimization_epochs)
         key, perm_key = tf.unstack(split(c["key"]))
-        perms = tf.argsort(tf.random.stateless_uniform([epochs, s, n_batch], perm_key), axis=-1)
+        perms = tf.argsort(uniform(perm_key, [epochs, s, n_batch]), axis=-1)
         perms = tf.reshape(tf.transpose(tf.reshape(perms, [-1, s, n_mb, n_batch // n_mb]),
                                         [0, 2, 1, 3]), [epochs * n_mb, s, n_batch // n_mb])
         return dict(c, key=key), perms
@@ -981,7 +980,7 @@ class PPO:
             sampled = categorical_sample(out / t, key)
             greedy_a = tf.argmax(out, axis=-1, output_type=tf.int32)
         else:
-            noise = tf.random.stateless_normal(tf.shape(out), key)
+            noise = normal(key, tf.shape(out))
             sampled = out + t * tf.exp(params["log_std"][:, None, :]) * noise
             greedy_a = out
         return tf.where(temperature > 0.0, sampled, greedy_a)[0]

@@ -20,7 +20,7 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.envs.classic_control.mountain_car import MountainCarEnv
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
-from imagined_rl.envs import check_env, make_key, random_actions, split
+from imagined_rl.envs import check_env, make_key, normal, random_actions, split, uniform
 from imagined_rl.envs.classic import ENVS, Acrobot, CartPole, MountainCar, Pendulum
 
 N = 10_000
@@ -66,6 +66,27 @@ CASES = {
     ),
 }
 NAMES = list(CASES)
+
+
+def test_keys_and_draws() -> None:
+    """The Philox helpers every env and agent draws from: deterministic per key, distinct
+    keys, the requested ranges and moments, and (for keys and ints) the same numbers under XLA
+    as in TF (TF's and XLA's float kernels differ, as for ``tf.random.stateless_*``)."""
+    key = make_key(3)
+    keys = split(key, 1000).numpy()
+    assert keys.dtype == np.int32 and len({tuple(k) for k in keys}) == 1000
+    np.testing.assert_array_equal(split(key, 4), split(key, 4))
+    u = uniform(key, [100_000], -2.0, 3.0).numpy()
+    assert u.min() >= -2.0 and u.max() < 3.0 and abs(u.mean() - 0.5) < 0.02
+    assert abs(u.std() - 5 / math.sqrt(12)) < 0.02
+    i = uniform(key, [100_000], 0, 7, tf.int32).numpy()
+    np.testing.assert_allclose(np.bincount(i, minlength=7) / i.size, 1 / 7, atol=0.005)
+    z = normal(key, [100_000]).numpy()
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02
+    assert abs(np.corrcoef(uniform(keys[0], [10_000]), uniform(keys[1], [10_000]))[0, 1]) < 0.05
+    jit = tf.function(lambda k: (split(k, 4), uniform(k, [8], 0, 7, tf.int32)), jit_compile=True)
+    for got, want in zip(jit(key), (split(key, 4), uniform(key, [8], 0, 7, tf.int32))):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_registry() -> None:

@@ -9,8 +9,10 @@ from imagined_rl.envs.core import (
     Step,
     check_env,
     make_key,
+    normal,
     random_actions,
     split,
+    uniform,
 )
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "Step",
     "check_env",
     "make_key",
+    "normal",
     "random_actions",
     "split",
+    "uniform",
 ]

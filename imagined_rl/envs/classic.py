@@ -17,7 +17,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from imagined_rl.envs.core import Box, Discrete, Environment, Key, State
+from imagined_rl.envs.core import Box, Discrete, Environment, Key, State, uniform
 from imagined_rl.registry import register_env
 
 
@@ -37,7 +37,7 @@ class _Classic(Environment):
 
     def _uniform(self, key: Key, low: float, high: float, dim: int) -> tf.Tensor:
         """``[num_envs, dim]`` values uniform in ``[low, high)``, like ``np_random.uniform``."""
-        return tf.random.stateless_uniform([self.num_envs, dim], key, low, high, tf.float32)
+        return uniform(key, [self.num_envs, dim], low, high)
 
 
 class CartPole(_Classic):

@@ -72,11 +72,44 @@ class Step(NamedTuple):
     final_obs: tf.Tensor
 
 
+_PHILOX = 1  # tf.random.Algorithm.PHILOX
+
+
+def _philox(key: Key) -> tuple[tf.Tensor, tf.Tensor]:
+    """``key`` (int32 ``[2]``) as Philox's 64-bit key and a zero counter.
+
+    TF's seeded ops (``tf.random.stateless_*``) first scramble the seed into a key and counter
+    with one Philox block of their own; our keys are already Philox outputs, so they key the
+    generator directly: half the random-number code XLA compiles (~2 s of PPO's ~5 s compile).
+    """
+    k = tf.reshape(tf.bitcast(tf.cast(key, tf.int32), tf.uint64), [1])
+    return k, tf.zeros([2], tf.uint64)
+
+
 def split(key: Key, num: int = 2) -> tf.Tensor:
     """Derives ``num`` independent keys (int32 ``[num, 2]``) from ``key``; XLA-compatible."""
-    return tf.random.stateless_uniform(
-        [num, 2], seed=key, minval=None, maxval=None, dtype=tf.int32
-    )
+    k, c = _philox(key)
+    return tf.raw_ops.StatelessRandomUniformFullIntV2(
+        shape=[num, 2], key=k, counter=c, alg=_PHILOX, dtype=tf.int32)
+
+
+def uniform(key: Key, shape: Any, minval: Any = 0.0, maxval: Any = 1.0,
+            dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """Uniform numbers in ``[minval, maxval)`` (floats, or ints when ``dtype`` is integer)."""
+    k, c = _philox(key)
+    if dtype.is_integer:
+        return tf.raw_ops.StatelessRandomUniformIntV2(
+            shape=shape, key=k, counter=c, alg=_PHILOX, minval=tf.cast(minval, dtype),
+            maxval=tf.cast(maxval, dtype))
+    u = tf.raw_ops.StatelessRandomUniformV2(shape=shape, key=k, counter=c, alg=_PHILOX,
+                                            dtype=dtype)
+    return u * (tf.cast(maxval, dtype) - tf.cast(minval, dtype)) + tf.cast(minval, dtype)
+
+
+def normal(key: Key, shape: Any) -> tf.Tensor:
+    """Standard normal float32 numbers."""
+    k, c = _philox(key)
+    return tf.raw_ops.StatelessRandomNormalV2(shape=shape, key=k, counter=c, alg=_PHILOX)
 
 
 def make_key(seed: int) -> tf.Tensor:
@@ -319,9 +352,9 @@ def raw_reward(state: State, step: Step) -> tf.Tensor:
 def random_actions(spec: ActionSpec, num: int, key: Key) -> tf.Tensor:
     """Uniformly random actions for ``num`` envs."""
     if isinstance(spec, Discrete):
-        return tf.random.stateless_uniform([num], key, 0, spec.n, dtype=tf.int32)
+        return uniform(key, [num], 0, spec.n, dtype=tf.int32)
     low, high = spec.bounds()
-    u = tf.random.stateless_uniform([num, *spec.shape], key)
+    u = uniform(key, [num, *spec.shape])
     return tf.constant(low) + u * tf.constant(high - low)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow as tf
 
-from imagined_rl.envs.core import Box, Discrete, Environment, Key, State
+from imagined_rl.envs.core import Box, Discrete, Environment, Key, State, uniform
 from imagined_rl.errors import UserError
 from imagined_rl.world_models.base import WorldModel
 
@@ -97,8 +97,7 @@ class FrameStore(tf.Module):
 
     def sample(self, n: int, key: Key) -> tf.Tensor:
         """``n`` windows ``[n, history, *obs_shape]`` drawn uniformly among the valid ones."""
-        i = tf.random.stateless_uniform([n], key, 0, tf.maximum(self.num_windows, 1),
-                                        dtype=tf.int32)
+        i = uniform(key, [n], 0, tf.maximum(self.num_windows, 1), dtype=tf.int32)
         ends = tf.gather(self.ends, i)
         return tf.gather(self.frames, ends[:, None] + tf.range(1 - self.history, 1))
 

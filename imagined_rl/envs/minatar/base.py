@@ -18,7 +18,7 @@ import abc
 
 import tensorflow as tf
 
-from imagined_rl.envs.core import Discrete, Environment, Key, State, split
+from imagined_rl.envs.core import Discrete, Environment, Key, State, split, uniform
 
 NOOP, LEFT, UP, RIGHT, DOWN, FIRE = range(6)  # MinAtar's action_map "n l u r d f"
 SIZE = 10  # the grid is SIZE x SIZE
@@ -75,7 +75,7 @@ class MinAtar(Environment):
     def uniforms(self, key: Key, width: int) -> tf.Tensor:
         """``[N, width]`` uniforms in ``[0, 1)``: the only randomness a game sees (a test
         replaces this to inject the reference's draws)."""
-        return tf.random.stateless_uniform([self.num_envs, width], key)
+        return uniform(key, [self.num_envs, width])
 
     def reset_env(self, key: Key) -> tuple[State, tf.Tensor]:
         s = self.reset_game(self.uniforms(key, self.reset_draws))
