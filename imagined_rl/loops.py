@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 import tqdm
+from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from imagined_rl import distribute, plots, registry, rundir
 from imagined_rl.envs.core import BatchEnv, check_env, make_key, raw_reward, split
@@ -195,41 +196,36 @@ def train_model_free(
     wall0 = history[-1]["wall_time_s"] if history else 0.0
 
     total = int(hp.train_steps)
-    writer = tf.summary.create_file_writer(output_dir)
+    summaries = Summaries(tf.summary.create_file_writer(output_dir))
     bar = tqdm.tqdm(total=total, initial=min(agent.env_steps, total), unit="step",
                     unit_scale=True, disable=not progress, dynamic_ncols=True, desc="ppo")
     start = last_save = t_prev = time.perf_counter()
     per_call = int(hp.iterations_per_call)
-    with open(metrics_path, "a") as mfile:
-        while agent.iteration < agent.num_iterations:
-            k = min(per_call, agent.num_iterations - agent.iteration)
-            before = agent.env_steps
-            out = agent.train(k)
-            _check_finite(out, agent.env_steps)
-            now = time.perf_counter()
-            record = _log_record(out, agent.env_steps, wall0 + now - start)
-            record["env_steps_per_s"] = round(
-                (agent.env_steps - before) * agent.num_seeds / (now - t_prev), 1)
-            t_prev = now
-            mfile.write(json.dumps(record) + "\n")
-            mfile.flush()
-            with writer.as_default(step=agent.env_steps):
-                for name, value in record.items():
-                    values = value if isinstance(value, list) else [value]
-                    tags = [f"{name}/agent_{i}" for i in range(len(values))] if isinstance(
-                        value, list) else [name]
-                    for tag, v in zip(tags, values):
-                        if name != "env_steps" and v is not None:
-                            tf.summary.scalar(tag, v)
-            bar.update(min(agent.env_steps, total) - min(before, total))
-            bar.set_postfix(return_mean=_fmt(record["return_mean"]))
-            if distribute.agree(strategy, time.perf_counter() - last_save >=
-                                save_checkpoints_secs):
-                manager.save(checkpoint_number=agent.iteration)
-                last_save = time.perf_counter()
+    try:
+        with open(metrics_path, "a") as mfile:
+            while agent.iteration < agent.num_iterations:
+                k = min(per_call, agent.num_iterations - agent.iteration)
+                before = agent.env_steps
+                out = agent.train(k)
+                _check_finite(out, agent.env_steps)
+                now = time.perf_counter()
+                record = _log_record(out, agent.env_steps, wall0 + now - start)
+                record["env_steps_per_s"] = round(
+                    (agent.env_steps - before) * agent.num_seeds / (now - t_prev), 1)
+                t_prev = now
+                mfile.write(json.dumps(record) + "\n")
+                mfile.flush()
+                summaries.add(record)
+                bar.set_postfix(return_mean=_fmt(record["return_mean"]), refresh=False)
+                bar.update(min(agent.env_steps, total) - min(before, total))  # redraws <= 10/s
+                if distribute.agree(strategy, time.perf_counter() - last_save >=
+                                    save_checkpoints_secs):
+                    manager.save(checkpoint_number=agent.iteration)
+                    last_save = time.perf_counter()
+    finally:
+        summaries.flush()  # what metrics.jsonl holds, TensorBoard holds (a kill aside)
     bar.close()
     manager.save(checkpoint_number=agent.iteration)
-    writer.flush()
     plot_learning_curve(metrics_path, os.path.join(output_dir, "learning_curve.png"),
                         title=f"PPO on {config.env} ({config.hparams_set}, seed {config.seed})")
     result = evaluate_agent(agent, config, eval_episodes)
@@ -243,6 +239,77 @@ def train_model_free(
         f"{result['std_return']:.1f} over {result['episodes']} episodes after "
         f"{agent.env_steps} env steps{verdict}{unfinished_note(result)}")
     return result
+
+
+_SCALAR = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+
+
+class Summaries:
+    """TensorBoard scalars of ``metrics.jsonl``'s records, written in batches.
+
+    Eager ``tf.summary.scalar`` costs ~0.3 ms per scalar: ~3.5 ms of every ~75 ms CartPole train
+    call. Records wait here and go out at most every ``every_s`` seconds (and on ``flush``) in
+    one compiled call per batch (~0.25 ms per record). A list value ``[a0, a1, ...]`` is one tag
+    per agent (``name/agent_i``); ``None`` (not finite) values are skipped, as is ``env_steps``,
+    the step axis.
+    """
+
+    def __init__(self, writer: tf.summary.SummaryWriter, every_s: float = 2.0) -> None:
+        self.writer, self.every_s = writer, every_s
+        self.pending: list[dict[str, Any]] = []
+        self.last = time.perf_counter()
+        self._write: dict[tuple[str, ...], Callable] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.pending.append(record)
+        if time.perf_counter() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Writes every pending record and flushes the event file."""
+        groups: dict[tuple[str, ...], tuple[list[int], list[list[float]]]] = {}
+        for record in self.pending:
+            tags, values = [], []
+            for name, value in record.items():
+                if name == "env_steps":
+                    continue
+                if isinstance(value, list):
+                    tags += [f"{name}/agent_{i}" for i in range(len(value))]
+                    values += value
+                else:
+                    tags.append(name)
+                    values.append(value)
+            steps, rows = groups.setdefault(tuple(tags), ([], []))
+            steps.append(int(record["env_steps"]))
+            rows.append([math.nan if v is None else float(v) for v in values])
+        for tags, (steps, rows) in groups.items():
+            if tags not in self._write:
+                self._write[tags] = self._compile(tags)
+            self._write[tags](tf.constant(steps, tf.int64),
+                              tf.constant(rows, tf.float32, [len(rows), len(tags)]))
+        self.pending.clear()
+        self.writer.flush()
+        self.last = time.perf_counter()
+
+    def _compile(self, tags: tuple[str, ...]) -> Callable:
+        meta, writer = _SCALAR.SerializeToString(), self.writer
+
+        @tf.function(autograph=False, input_signature=[
+            tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, len(tags)], tf.float32)])
+        def write(steps: tf.Tensor, rows: tf.Tensor) -> None:
+            def body(i: tf.Tensor) -> list[tf.Tensor]:
+                with writer.as_default(step=steps[i]):
+                    done = [tf.cond(tf.math.is_finite(rows[i, j]),
+                                    lambda j=j, tag=tag: tf.summary.write(tag, rows[i, j],
+                                                                          metadata=meta),
+                                    lambda: tf.constant(False))
+                            for j, tag in enumerate(tags)]
+                with tf.control_dependencies(done):
+                    return [i + 1]
+
+            tf.while_loop(lambda i: i < tf.shape(steps)[0], body, [tf.constant(0)])
+
+        return write
 
 
 def evaluate_agent(agent: PPO, config: RunConfig, episodes: int, greedy: bool = True,

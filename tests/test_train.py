@@ -32,6 +32,32 @@ def _metrics(run_dir) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+def _scalars(run_dir) -> dict[str, dict[int, float]]:
+    """Every scalar of the run's TensorBoard event files: ``{tag: {step: value}}``."""
+    out: dict[str, dict[int, float]] = {}
+    for name in os.listdir(run_dir):
+        if name.startswith("events.out.tfevents"):
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name)):
+                for v in event.summary.value:
+                    out.setdefault(v.tag, {})[event.step] = float(tf.make_ndarray(v.tensor))
+    return out
+
+
+def test_summaries_are_the_records_in_batches(tmp_path):
+    """TensorBoard gets every record (per-agent lists as ``name/agent_i``, None skipped) only
+    on flush: one compiled write per batch instead of an eager op per scalar."""
+    s = loops.Summaries(tf.summary.create_file_writer(str(tmp_path)), every_s=3600)
+    s.add({"env_steps": 10, "return_mean": None, "loss": 0.5, "return_per_agent": [1.0, None]})
+    s.add({"env_steps": 20, "return_mean": 2.0, "loss": 0.25, "return_per_agent": [3.0, 4.0]})
+    assert _scalars(tmp_path) == {}
+    s.flush()
+    s.add({"env_steps": 30, "return_mean": 5.0})  # another tag set
+    s.flush()
+    assert _scalars(tmp_path) == {
+        "return_mean": {20: 2.0, 30: 5.0}, "loss": {10: 0.5, 20: 0.25},
+        "return_per_agent/agent_0": {10: 1.0, 20: 3.0}, "return_per_agent/agent_1": {20: 4.0}}
+
+
 def test_ppo_learns_cartpole(tmp_path):
     """The CI learning test: greedy return >= 475 on native CartPole within 300k steps."""
     hp = registry.hparams("ppo_cartpole")
@@ -44,7 +70,9 @@ def test_ppo_learns_cartpole(tmp_path):
     assert {"env_steps", "wall_time_s", "return_mean"} <= set(rows[0])
     assert rows[-1]["return_mean"] > rows[0]["return_mean"] + 200  # it learned while training
     assert os.path.getsize(tmp_path / "learning_curve.png") > 1000
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+    tb = _scalars(tmp_path)["return_mean"]
+    assert tb == {r["env_steps"]: pytest.approx(r["return_mean"]) for r in rows
+                  if r["return_mean"] is not None}
 
 
 def test_ppo_learns_pendulum(tmp_path):
