@@ -223,7 +223,7 @@ def train_model_free(
                     manager.save(checkpoint_number=agent.iteration)
                     last_save = time.perf_counter()
     finally:
-        summaries.flush()  # what metrics.jsonl holds, TensorBoard holds (a kill aside)
+        summaries.flush()  # on an error too: TensorBoard gets what metrics.jsonl got
     bar.close()
     manager.save(checkpoint_number=agent.iteration)
     plot_learning_curve(metrics_path, os.path.join(output_dir, "learning_curve.png"),
@@ -266,9 +266,10 @@ class Summaries:
             self.flush()
 
     def flush(self) -> None:
-        """Writes every pending record and flushes the event file."""
-        groups: dict[tuple[str, ...], tuple[list[int], list[list[float]]]] = {}
-        for record in self.pending:
+        """Writes every pending record, in order, and flushes the event file."""
+        pending, self.pending = self.pending, []
+        runs: list[tuple[tuple[str, ...], list[int], list[list[float]]]] = []
+        for record in pending:  # consecutive records with the same tags: one compiled write
             tags, values = [], []
             for name, value in record.items():
                 if name == "env_steps":
@@ -279,15 +280,15 @@ class Summaries:
                 else:
                     tags.append(name)
                     values.append(value)
-            steps, rows = groups.setdefault(tuple(tags), ([], []))
-            steps.append(int(record["env_steps"]))
-            rows.append([math.nan if v is None else float(v) for v in values])
-        for tags, (steps, rows) in groups.items():
+            if not runs or runs[-1][0] != tuple(tags):
+                runs.append((tuple(tags), [], []))
+            runs[-1][1].append(int(record["env_steps"]))
+            runs[-1][2].append([math.nan if v is None else float(v) for v in values])
+        for tags, steps, rows in runs:
             if tags not in self._write:
                 self._write[tags] = self._compile(tags)
             self._write[tags](tf.constant(steps, tf.int64),
                               tf.constant(rows, tf.float32, [len(rows), len(tags)]))
-        self.pending.clear()
         self.writer.flush()
         self.last = time.perf_counter()
 

@@ -32,30 +32,37 @@ def _metrics(run_dir) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def _scalars(run_dir) -> dict[str, dict[int, float]]:
-    """Every scalar of the run's TensorBoard event files: ``{tag: {step: value}}``."""
-    out: dict[str, dict[int, float]] = {}
-    for name in os.listdir(run_dir):
+def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the run's TensorBoard event files, in file order: ``{tag: [(step,
+    value), ...]}`` (a duplicate write shows as a repeated step)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for name in sorted(os.listdir(run_dir)):
         if name.startswith("events.out.tfevents"):
             for event in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name)):
                 for v in event.summary.value:
-                    out.setdefault(v.tag, {})[event.step] = float(tf.make_ndarray(v.tensor))
+                    out.setdefault(v.tag, []).append(
+                        (event.step, float(tf.make_ndarray(v.tensor))))
     return out
 
 
 def test_summaries_are_the_records_in_batches(tmp_path):
-    """TensorBoard gets every record (per-agent lists as ``name/agent_i``, None skipped) only
-    on flush: one compiled write per batch instead of an eager op per scalar."""
-    s = loops.Summaries(tf.summary.create_file_writer(str(tmp_path)), every_s=3600)
+    """TensorBoard gets every record once, in order (per-agent lists as ``name/agent_i``, None
+    skipped), only on flush: one compiled write per run of same-tag records, not an eager op
+    per scalar."""
+    writer = tf.summary.create_file_writer(str(tmp_path), max_queue=1)  # no buffering of its own
+    s = loops.Summaries(writer, every_s=3600)
     s.add({"env_steps": 10, "return_mean": None, "loss": 0.5, "return_per_agent": [1.0, None]})
     s.add({"env_steps": 20, "return_mean": 2.0, "loss": 0.25, "return_per_agent": [3.0, 4.0]})
+    s.add({"env_steps": 30, "return_mean": 5.0})  # another tag set between two of the first
+    s.add({"env_steps": 40, "return_mean": 6.0, "loss": 0.125, "return_per_agent": [7.0, 8.0]})
     assert _scalars(tmp_path) == {}
     s.flush()
-    s.add({"env_steps": 30, "return_mean": 5.0})  # another tag set
-    s.flush()
+    s.flush()  # nothing pending: writes nothing twice
     assert _scalars(tmp_path) == {
-        "return_mean": {20: 2.0, 30: 5.0}, "loss": {10: 0.5, 20: 0.25},
-        "return_per_agent/agent_0": {10: 1.0, 20: 3.0}, "return_per_agent/agent_1": {20: 4.0}}
+        "return_mean": [(20, 2.0), (30, 5.0), (40, 6.0)],
+        "loss": [(10, 0.5), (20, 0.25), (40, 0.125)],
+        "return_per_agent/agent_0": [(10, 1.0), (20, 3.0), (40, 7.0)],
+        "return_per_agent/agent_1": [(20, 4.0), (40, 8.0)]}
 
 
 def test_ppo_learns_cartpole(tmp_path):
@@ -70,9 +77,9 @@ def test_ppo_learns_cartpole(tmp_path):
     assert {"env_steps", "wall_time_s", "return_mean"} <= set(rows[0])
     assert rows[-1]["return_mean"] > rows[0]["return_mean"] + 200  # it learned while training
     assert os.path.getsize(tmp_path / "learning_curve.png") > 1000
-    tb = _scalars(tmp_path)["return_mean"]
-    assert tb == {r["env_steps"]: pytest.approx(r["return_mean"]) for r in rows
-                  if r["return_mean"] is not None}
+    assert _scalars(tmp_path)["return_mean"] == [
+        (r["env_steps"], pytest.approx(r["return_mean"])) for r in rows
+        if r["return_mean"] is not None]
 
 
 def test_ppo_learns_pendulum(tmp_path):
