@@ -67,6 +67,8 @@ def rlmb_minatar_breakout() -> HParams:
         ppo_steps_per_epoch=400_000,
         simulated_rollout_length=50,  # SimPLe's horizon
         eval_episodes=32,
+        real_ppo_learning_rate_constant=0.0,  # > 0: the agent also learns as it collects
+        real_ppo_epoch_length=65,  # batch steps per real update (a shard of 12,480/4 is 3x65)
     )
 
 

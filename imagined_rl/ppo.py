@@ -433,6 +433,7 @@ class PPO:
         if jit and not env.jit_compatible:  # host-stepped env: compile the update part only
             self._update = tf.function(self._update, jit_compile=True, autograph=False)
         self._act = tf.function(self._act_graph, jit_compile=jit, autograph=False)
+        self._learn = None  # traced on the first learn call
         if self.shard_seeds:  # one XLA program per replica per call, as on one device
             self._local = copy.copy(self)
             self._local.num_seeds = self.num_seeds // self.replicas
@@ -622,7 +623,7 @@ class PPO:
         agent_major = lambda z: tf.reshape(tf.transpose(z, [1, 0, 2, *range(3, z.shape.rank)]),
                                            [s, t_len * n, *z.shape[3:]])
         x = tf.concat([self._features(agent_major(batch["obs"])), self._features(obs),
-                       self._features(agent_major(batch.pop("final_obs")))], axis=1)
+                       self._features(agent_major(batch["final_obs"]))], axis=1)
         v = self._value(params, x)  # [S, 2*T*N + N]
         time_major = lambda z: tf.transpose(tf.reshape(z, [s, t_len, n]), [1, 0, 2])
         batch["value"] = time_major(v[:, :t_len * n])
@@ -796,6 +797,71 @@ class PPO:
             out["return_mean"] = out["return_sum"] / out["episodes"]
             out["length_mean"] = out["length_sum"] / out["episodes"]
         return out
+
+    # ---- learning from a rollout stepped elsewhere -----------------------------------------
+    def learn(self, rollout: dict[str, Any], learning_rate: float) -> dict[str, float]:
+        """One PPO update (``optimization_epochs`` x ``num_minibatches`` Adam steps) on a
+        rollout that this agent's current policy collected outside :meth:`train`: t2t's
+        ``train_agent_real_env``, where the SimPLe loop's agent keeps learning on the real env
+        while recording it.
+
+        ``rollout`` holds time-major numpy arrays of one batch of envs: ``obs [T, B, ...]`` (what
+        the policy saw), ``action [T, B, ...]``, ``reward``, ``terminated``, ``truncated``
+        ``[T, B]``, ``final_obs [T, B, ...]`` (the real last observation where a step ended an
+        episode) and ``last_obs [B, ...]`` (the observation after the last step, bootstrapped
+        from: a rollout cut anywhere is fine). The behaviour policy's log-probabilities and
+        values are recomputed here, so call it before the policy changes (on-policy). ``T*B``
+        need not divide by ``num_minibatches``: each epoch's shuffle leaves the remainder out.
+        The iteration counter (imagination's schedule) and the envs of :meth:`train` are left
+        alone; the Adam state and the key move on. Returns the update's mean metrics."""
+        if self.num_seeds != 1 or self.replicas != 1:
+            raise HParamsError(f"learn is for one agent on one device; this one has "
+                               f"num_seeds={self.num_seeds}, {self.replicas} replicas")
+        if self._learn is None:
+            self._learn = tf.function(self._learn_graph, jit_compile=self.jit, autograph=False)
+        names = ("obs", "action", "reward", "terminated", "truncated", "final_obs", "last_obs")
+        size = int(np.prod(np.shape(rollout["reward"])))
+        if size < int(self.hp.num_minibatches):
+            raise HParamsError(f"a rollout of {size} steps is smaller than num_minibatches="
+                               f"{self.hp.num_minibatches}")
+        args = {k: tf.convert_to_tensor(rollout[k]) for k in names}
+        stats = self._learn(args, tf.constant(float(learning_rate), tf.float32))
+        return {k: float(v[0]) for k, v in stats.items()}
+
+    def _learn_graph(self, r: dict, lr: tf.Tensor) -> dict:
+        c = self._read_state()
+        params = c["params"]
+        t_len, n = int(r["reward"].shape[0]), int(r["reward"].shape[1])
+        flat_obs = lambda z: self._features(tf.reshape(z, [-1, *z.shape[2:]]))  # [1, T*B, ...]
+        x = tf.concat([flat_obs(r["obs"]), self._features(r["last_obs"]),
+                       flat_obs(r["final_obs"])], axis=1)
+        out, v = self._heads(params, x)
+        time_major = lambda z: tf.reshape(z, [t_len, 1, n])
+        value = time_major(v[:, :t_len * n])
+        final_value = time_major(v[:, t_len * n + n:])
+        action = tf.reshape(r["action"], [1, t_len * n, *r["action"].shape[2:]])
+        if self.discrete:
+            action = tf.cast(action, tf.int32)
+        log_prob, _ = self._log_prob_entropy(params, out[:, :t_len * n], action)
+        reward = tf.cast(r["reward"], tf.float32)[:, None] * float(self.hp.reward_scale)
+        adv, target = gae(reward, value, v[:, t_len * n:t_len * n + n],
+                          tf.cast(r["terminated"], tf.bool)[:, None],
+                          tf.cast(r["truncated"], tf.bool)[:, None], final_value,
+                          self._hp("gae_gamma", 2), self._hp("gae_lambda", 2))
+        agent_major = lambda z: tf.reshape(z, [1, t_len * n])
+        flat = {"obs": tf.reshape(r["obs"], [1, t_len * n, *r["obs"].shape[2:]]),
+                "action": action, "log_prob": log_prob, "value": agent_major(value),
+                "advantage": agent_major(adv), "target": agent_major(target)}
+        n_mb, epochs = int(self.hp.num_minibatches), int(self.hp.optimization_epochs)
+        mb = max(1, t_len * n // n_mb)
+        key, perm_key = tf.unstack(split(c["key"]))
+        perms = tf.argsort(uniform(perm_key, [epochs, 1, t_len * n]), axis=-1)[..., :n_mb * mb]
+        perms = tf.reshape(tf.transpose(tf.reshape(perms, [epochs, 1, n_mb, mb]), [0, 2, 1, 3]),
+                           [epochs * n_mb, 1, mb])
+        c, stats = self._steps(dict(c, key=key), flat, perms, lr)
+        for name in ("params", "m", "v", "key", "updates"):
+            tf.nest.map_structure(_assign, self.state[name], c[name])
+        return stats
 
     # ---- data parallel across replicas (tf.distribute) --------------------------------------
     # Where the seed axis does not split over the R replicas (num_seeds % R), every replica

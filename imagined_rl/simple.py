@@ -175,6 +175,7 @@ class _Loop:
         self._agent: PPO | None = None
         self._manager: tf.train.CheckpointManager | None = None
         self._imagined_path = os.path.join(output_dir, "policy", "imagined.jsonl")
+        self._collect_path = os.path.join(output_dir, "policy", "collect.json")
 
     # -- the parts ------------------------------------------------------------------------
     @property
@@ -242,7 +243,14 @@ class _Loop:
 
     # -- the phases -----------------------------------------------------------------------
     def collect(self, epoch: int) -> None:
-        """Records the epoch's real experience: a random policy first, then the agent's."""
+        """Records the epoch's real experience: a random policy first, then the agent's --
+        which, with ``real_ppo_learning_rate_constant > 0``, keeps learning on what it records
+        (t2t's ``train_agent_real_env``: see :class:`_RealPPO`)."""
+        learner = None
+        if epoch > 0 and float(self.hp.get("real_ppo_learning_rate_constant", 0.0)) > 0:
+            learner = self._real_ppo(epoch)
+            if learner is None:
+                return  # this epoch's collection (and the agent's learning in it) is done
         env = self.problem.make_env(self.real_num_envs, seed=self.seed + epoch)
         if epoch == 0:
             policy = lambda obs, key: random_actions(env.action_spec, env.num_envs, key)
@@ -256,9 +264,36 @@ class _Loop:
             data.record(env, policy, steps, self.data_dir, self.seed, epoch=epoch,
                         problem=self.problem.name, steps_per_shard=steps_per_shard(steps),
                         progress=self.progress, policy_id=policy_id, frame_stack=stack,
-                        finish_episodes=False)  # SimPLe's: cut at the budget
+                        finish_episodes=False,  # SimPLe's: cut at the budget
+                        on_step=learner)
         finally:
             _close(env)
+        if learner is not None:
+            learner.flush()
+            self._manager.save(checkpoint_number=_number(self.agent))
+            _write_json(self._collect_path, {"epoch": epoch, "from": learner.start,
+                                             "done": True, "updates": learner.updates})
+
+    def _real_ppo(self, epoch: int) -> _RealPPO | None:
+        """The recording hook that trains the agent in ``epoch``'s collection, or None where
+        that collection finished before. A collection that trains the agent is redone whole
+        after a kill (its shards came from a policy that changed as it recorded): from the
+        checkpoint it started from, its partial shards deleted."""
+        agent = self.agent_for(epoch)
+        if self.strategy is not None and self.strategy.num_replicas_in_sync > 1:
+            raise UserError("real_ppo_learning_rate_constant > 0 trains on the real env on one "
+                            "device; set it to 0 to distribute the loop")
+        mark = _read_json(self._collect_path)
+        if mark.get("epoch") == epoch and mark.get("done"):
+            return None
+        start = self._manager.latest_checkpoint
+        if mark.get("epoch") == epoch:  # killed inside it: back to where it started
+            start = mark["from"]
+            tf.train.Checkpoint(state=agent.variables()).restore(start).assert_consumed()
+            data.discard_epoch(self.data_dir, epoch)
+        _write_json(self._collect_path, {"epoch": epoch, "from": start, "done": False})
+        return _RealPPO(agent, int(self.hp.get("real_ppo_epoch_length", 64)),
+                        float(self.hp.real_ppo_learning_rate_constant), start)
 
     def train_model(self, epoch: int) -> float | None:
         """Trains the world model on every epoch's data so far; returns its dev loss."""
@@ -293,9 +328,9 @@ class _Loop:
                                                                 out["episodes"][:, 0])))
                 bar.update(len(out["episodes"]) * agent.steps_per_iteration)
                 if distribute.agree(self.strategy, time.perf_counter() - last_save > 60):
-                    self._manager.save(checkpoint_number=agent.iteration)
+                    self._manager.save(checkpoint_number=_number(agent))
                     last_save = time.perf_counter()
-        self._manager.save(checkpoint_number=agent.iteration)
+        self._manager.save(checkpoint_number=_number(agent))
         rows = [r for r in rundir.read_jsonl(self._imagined_path)
                 if start < r["iteration"] <= target]
         tail = rows[-max(1, len(rows) // 10):]
@@ -337,6 +372,57 @@ class _Loop:
 
     def close(self) -> None:
         self._trainer = self._store = self._agent = None
+
+
+class _RealPPO:
+    """t2t's ``train_agent_real_env`` as a recording hook: buffers what the agent's policy did
+    on the real env and runs a PPO update on it (:meth:`PPO.learn`) every ``length`` batch steps
+    and at each shard's end (the next shard resets the envs), so the agent learns model-free
+    from every real step it records, beside what it learns in imagination."""
+
+    def __init__(self, agent: PPO, length: int, learning_rate: float, start: str | None):
+        self.agent, self.length, self.learning_rate, self.start = (
+            agent, length, learning_rate, start)
+        self.rows: list[dict[str, np.ndarray]] = []
+        self.shard: int | None = None
+        self.updates = 0
+
+    def __call__(self, shard: int, step: dict[str, np.ndarray]) -> None:
+        if shard != self.shard:
+            self.flush()
+            self.shard = shard
+        self.rows.append(step)
+        if len(self.rows) == self.length:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        seen = "policy_" if "policy_obs" in self.rows[0] else ""  # a frame stack: its stacks
+        stack = lambda k: np.stack([r[k] for r in self.rows])
+        self.agent.learn({"obs": stack(seen + "obs"), "action": stack("action"),
+                          "reward": stack("reward"), "terminated": stack("terminated"),
+                          "truncated": stack("truncated"), "final_obs": stack(seen + "final_obs"),
+                          "last_obs": self.rows[-1][seen + "next_obs"]}, self.learning_rate)
+        self.rows = []
+        self.updates += 1
+
+
+def _number(agent: PPO) -> int:
+    """A policy checkpoint's number: the agent's Adam steps so far, which grow in imagination
+    and on the real env alike (its iteration counts imagination's only)."""
+    return int(agent.state["updates"].numpy())
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, value: dict[str, Any]) -> None:
+    rundir.atomic_write(path, json.dumps(value))
 
 
 def loop_problem(hp: HParams) -> Any:

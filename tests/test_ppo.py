@@ -16,9 +16,11 @@ import tensorflow as tf
 from imagined_rl import registry
 from imagined_rl.envs.classic import CartPole, Pendulum
 from imagined_rl.envs.core import make_key
+from imagined_rl.hparams_lib import HParamsError
 from imagined_rl.ppo import (
     METRICS,
     PPO,
+    UPDATE_METRICS,
     adam,
     categorical_entropy,
     categorical_log_prob,
@@ -439,6 +441,40 @@ def test_update_is_the_same_with_and_without_xla():
     for name in eager_stats:
         np.testing.assert_allclose(eager_stats[name].numpy(), xla_stats[name].numpy(),
                                    rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_learn_on_a_rollout_stepped_elsewhere_is_trains_update():
+    """``PPO.learn`` (the agent learning from a rollout it did not step itself, as the SimPLe
+    loop's agent does on the real env) makes the same Adam steps as ``train``'s update on the
+    same rollout, and leaves the iteration count and ``train``'s envs alone. (One minibatch
+    per epoch: the shuffle cannot change the gradient.)"""
+    agent = cartpole_agent(
+        seed=0, extra=f"jit=false,num_minibatches=1,optimization_epochs=2,{SMALL_NETS}")
+    c = tf.nest.map_structure(lambda v: v.read_value(), agent.state)
+    after, batch, _, _ = agent._rollout(c, agent.env)
+    ref, flat, lr, _ = agent._prepare(c, agent.env)
+    ref, _ = agent._update(ref, flat, lr)
+    first = lambda z: z.numpy()[:, 0]  # [T, S=1, N, ...] -> [T, N, ...]
+    rollout = {k: first(batch[k]) for k in ("obs", "action", "terminated", "truncated",
+                                             "final_obs")}
+    rollout.update(reward=first(batch["reward"]) / agent.hp.reward_scale,
+                   last_obs=after["obs"].numpy())
+    env_state = [v.numpy() for v in tf.nest.flatten(agent.state["env_state"])]
+    stats = agent.learn(rollout, learning_rate=float(lr))
+    for name in ("params", "m", "v"):
+        diff = max_abs_diff([t.numpy() for t in tf.nest.flatten(ref[name])],
+                            [t.numpy() for t in tf.nest.flatten(agent.state[name])])
+        assert diff < 1e-5, name
+    assert max_abs_diff([t.numpy() for t in tf.nest.flatten(c["params"])],
+                        flat_params(agent)) > 1e-4
+    assert int(agent.state["updates"].numpy()) == int(ref["updates"].numpy()) == 2
+    assert agent.iteration == 0
+    assert max_abs_diff(env_state, [v.numpy() for v in tf.nest.flatten(
+        agent.state["env_state"])]) == 0
+    assert set(stats) == set(UPDATE_METRICS) and stats["grad_norm"] > 0
+    with pytest.raises(HParamsError, match="smaller than num_minibatches"):
+        cartpole_agent(seed=0, extra="num_minibatches=4").learn(
+            {k: v[:1, :1] for k, v in rollout.items()}, 1e-3)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,13 +26,14 @@ from imagined_rl.data.reader import (
     verify_shards,
     windows,
 )
-from imagined_rl.data.writer import RecordSummary, record
+from imagined_rl.data.writer import RecordSummary, discard_epoch, record
 
 __all__ = [
     "SPEC_FILE",
     "DataSpec",
     "RecordSummary",
     "WindowTable",
+    "discard_epoch",
     "frame_chunks",
     "gather_windows",
     "load_spec",

@@ -42,11 +42,13 @@ from imagined_rl.data.format import (
     EPISODE_STRIDE,
     MAX_SHARDS,
     SPEC_FILE,
+    SPLITS,
     STYLES,
     T2T_REWARD_RANGE,
     DataSpec,
     join,
     load_spec,
+    shard_files,
     shard_paths,
     shard_splits,
     spec_for_env,
@@ -218,7 +220,9 @@ def record(
     instead of mixing shards. ``on_step(shard,
     transition)``, if given, sees every env step of every shard this call generates, as numpy
     arrays: ``obs``, ``action``, ``reward``, ``unclipped_reward``, ``terminated``,
-    ``truncated``, ``next_obs``, ``final_obs`` (each with the leading ``[num_envs]`` axis).
+    ``truncated``, ``next_obs``, ``final_obs`` (each with the leading ``[num_envs]`` axis), and
+    with ``frame_stack > 1`` the stacks the policy saw: ``policy_obs``, ``policy_next_obs``,
+    ``policy_final_obs``.
     """
     num_steps, steps_per_shard, epoch = int(num_steps), int(steps_per_shard), int(epoch)
     if num_steps < 1:
@@ -342,6 +346,23 @@ def _claim_epoch(
     return spec
 
 
+def discard_epoch(data_dir: str, epoch: int) -> None:
+    """Deletes collection epoch ``epoch`` from ``data_dir``: its shards, their env-step counts
+    and its recorded arguments, so it can be recorded afresh. For a recording whose policy
+    learned as it recorded, which cannot resume shard by shard after a kill; the discarded
+    steps go uncounted, as a killed shard's always have (the redone epoch counts what an
+    uninterrupted run's would)."""
+    if not tf.io.gfile.exists(join(data_dir, SPEC_FILE)):
+        return
+    spec = load_spec(data_dir)
+    for split_name in SPLITS:
+        for path in shard_files(data_dir, split_name, epochs=[epoch], style=spec.style):
+            tf.io.gfile.remove(path)
+    drop = lambda d: {e: v for e, v in d.items() if e != str(epoch)}
+    write_spec(data_dir, dataclasses.replace(spec, epochs=drop(spec.epochs),
+                                             env_steps=drop(spec.env_steps)))
+
+
 def _count_env_steps(data_dir: str, epoch: int, shard: int, env_steps: int) -> None:
     """Records in the spec that writing ``shard`` of ``epoch`` took ``env_steps`` real env steps
     (before its rename, so a resumed recording still knows what its skipped shards cost)."""
@@ -363,11 +384,11 @@ def _make_step_fn(
         k_act, k_step, key = tf.unstack(split(key, 3))
         action = policy(obs, k_act)
         state, step = env.step(state, action, k_step)
-        policy_obs = step.obs
+        policy_obs, policy_final = step.obs, step.final_obs
         if channels is not None:
             step = step._replace(obs=step.obs[..., -channels:],
                                  final_obs=step.final_obs[..., -channels:])
-        return state, action, step, key, policy_obs
+        return state, action, step, key, policy_obs, policy_final
 
     return step_fn
 
@@ -434,7 +455,9 @@ class _ShardRecorder:
         cut = False  # the shard has its steps; finish the running episodes, start no more
         it = 0
         while any(active):
-            state, action, step, key, policy_obs = self.step_fn(state, policy_obs, key)
+            seen = policy_obs  # what the policy chose from (a FrameStack's stack)
+            state, action, step, key, policy_obs, policy_final = self.step_fn(
+                state, policy_obs, key)
             it += 1
             action_np = action.numpy()
             unclipped = raw_reward(state, step).numpy()  # the game's score (Atari: unclipped)
@@ -450,6 +473,9 @@ class _ShardRecorder:
                     "obs": obs_np, "action": action_np, "reward": reward,
                     "unclipped_reward": unclipped, "terminated": terminated,
                     "truncated": truncated, "next_obs": next_np, "final_obs": final_np,
+                    **({} if self.channels is None else {
+                        "policy_obs": seen.numpy(), "policy_next_obs": policy_obs.numpy(),
+                        "policy_final_obs": policy_final.numpy()}),
                 })
             obs_np = next_np
             for i in range(n):
