@@ -4,11 +4,15 @@
 The ``rlmb_base`` family carries t2t's values (``rl/trainer_model_based_params.py``): 15 epochs
 of 6,400 real agent steps (96k in all), the world model trained 15k steps per epoch (3x at epochs
 0, 1, 4, 9, 14), 1000 PPO iterations per epoch of 16 imagined envs x 50 steps (2x at epochs 1,
-7, 11, 3x at the last), PPO lr 1e-4, 4 stacked frames, evaluation at six sampling temperatures.
-Where we differ from t2t: t2t also ran PPO on each epoch's real steps (2 iterations) -- ours
-learns only in imagination, and the real steps only feed the world model; our imagined starts
-come from every epoch's frames, not only the newest epoch's; ALE no-op starts are the Atari
-problem's (up to 30) unless a set says ``max_num_noops`` (t2t's sets: 8).
+7, 11, 3x at the last), PPO lr 1e-4, 4 stacked frames, evaluation at six sampling temperatures,
+and PPO on each epoch's real steps too (t2t's ``train_agent_real_env``, lr 1e-4:
+``real_ppo_learning_rate_constant``). Where we differ from t2t: its real PPO updated every 3,200
+steps (2 per epoch), ours at every recorded shard's end, 1,600 steps (each shard starts the
+envs afresh); t2t's first collection was that PPO from scratch, ours a random policy; our
+imagined starts come from every epoch's frames, not only the newest epoch's; ALE no-op starts
+are the Atari problem's (up to 30) unless a set says ``max_num_noops`` (t2t's sets: 8).
+Elsewhere ``real_ppo_learning_rate_constant`` is 0 (the agent learns only in imagination)
+unless a set or ``--loop_hparams`` says otherwise.
 """
 
 from __future__ import annotations
@@ -127,6 +131,8 @@ def _rlmb_t2t() -> HParams:
         resize_height_factor=2,  # Atari frames 210x160 -> 105x80
         resize_width_factor=2,
         max_num_noops=8,
+        real_ppo_learning_rate_constant=1e-4,  # t2t's: the agent learns on the real steps too
+        real_ppo_epoch_length=3_200,  # t2t's; a shard's end (1,600 here) updates sooner
     )
 
 
@@ -195,11 +201,13 @@ def rlmb_cpu_atari() -> HParams:
     t2t's loop shape (15 epochs, 96k real steps, the stochastic model, t2t's schedules, 4
     stacked frames) with small parts:
     26x20 frames, ``next_frame_tiny``, 500 model steps and 20 PPO iterations per epoch,
-    evaluation greedy and at temperature 1 over 16 episodes of at most 1000 steps."""
+    evaluation greedy and at temperature 1 over 16 episodes of at most 1000 steps; the agent
+    learns only in imagination (no real PPO), as its bench figures were measured."""
     hp = rlmb_base_stochastic_discrete()
     hp.override_from_dict(dict(
         model_hparams_set="next_frame_tiny", model_train_steps=500, ppo_epochs_num=20,
         eval_sampling_temps=(0.0, 1.0), eval_episodes=16, wm_eval_rollouts=32,
         resize_height_factor=8, resize_width_factor=8,
+        real_ppo_learning_rate_constant=0.0,  # as measured in bench/README (imagination only)
     ))
     return hp

@@ -6,7 +6,8 @@ evaluate for real -> repeat (Kaiser et al. 2019, tensor2tensor's ``trainer_model
 Everything lives under ``output_dir``:
 
     data/            real experience, one collection epoch per loop epoch (random policy first,
-                     then the current policy), via :func:`imagined_rl.data.record`
+                     then the current policy, which with ``real_ppo_learning_rate_constant > 0``
+                     also learns from it, as t2t's did), via :func:`imagined_rl.data.record`
     world_model/     the world-model run (generic trainer); its step target grows each epoch
     policy/          the PPO agent's checkpoints; its iteration target grows each epoch
     videos/          per epoch, an imagined rollout beside the real one (GIF; PNG for vectors)

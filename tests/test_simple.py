@@ -217,6 +217,7 @@ def test_schedules_follow_tensor2tensor():
     at epochs 0, 1, 4, 9, 14; 1000 PPO iterations per epoch, doubled at 1, 7, 11, tripled at 14."""
     hp = registry.hparams("rlmb_base")
     assert sum(simple.real_steps(hp, e) for e in range(15)) == 96_000
+    assert (hp.real_ppo_learning_rate_constant, hp.real_ppo_epoch_length) == (1e-4, 3_200)
     model = [simple.model_steps_target(hp, e) for e in range(15)]
     increments = [b - a for a, b in zip([0, *model], model)]
     assert increments == [45_000 if e in (0, 1, 4, 9, 14) else 15_000 for e in range(15)]
