@@ -57,6 +57,8 @@ LOOPS = {  # env -> (loop set, its overrides): one set per observation kind
 
 flags.DEFINE_list("envs", list(LOOPS), f"envs to run: {', '.join(LOOPS)}, atari_<game>")
 flags.DEFINE_string("atari_loop_hparams_set", "rlmb_cpu_atari", "the loop set of atari_<game>")
+flags.DEFINE_string("loop_hparams", "", "overrides of every env's loop set, after its own "
+                    "(e.g. real_ppo_learning_rate_constant=1e-3; use another --out_name)")
 flags.DEFINE_string("out_name", "sample_efficiency", "stem of the result files")
 flags.DEFINE_integer("seeds", 3, "seeds 0..N-1")
 flags.DEFINE_list("budgets", ["25000", "50000", "100000"], "real env steps to compare at")
@@ -80,7 +82,8 @@ def loop_set(env: str) -> HParams:
         name, overrides = LOOPS[env]
     else:
         raise app.UsageError(f"unknown env {env!r}; known: {', '.join(LOOPS)}, atari_<game>")
-    return registry.hparams_with_overrides(name, overrides)
+    hp = registry.hparams_with_overrides(name, overrides)
+    return hp.parse(FLAGS.loop_hparams) if FLAGS.loop_hparams else hp
 
 
 def score(problem: Any, loop_hp: HParams, policy, seed: int, epoch: int = 0) -> float:
