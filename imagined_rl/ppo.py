@@ -676,10 +676,11 @@ class PPO:
         with the update (TF's and XLA's random kernels draw different numbers)."""
         s, n_mb, epochs = self.num_seeds, int(self.hp.num_minibatches), int(
             self.hp.optimization_epochs)
+        mb = n_batch // n_mb  # a remainder (only in learn's rollouts) is left out each epoch
         key, perm_key = tf.unstack(split(c["key"]))
-        perms = tf.argsort(uniform(perm_key, [epochs, s, n_batch]), axis=-1)
-        perms = tf.reshape(tf.transpose(tf.reshape(perms, [-1, s, n_mb, n_batch // n_mb]),
-                                        [0, 2, 1, 3]), [epochs * n_mb, s, n_batch // n_mb])
+        perms = tf.argsort(uniform(perm_key, [epochs, s, n_batch]), axis=-1)[..., :n_mb * mb]
+        perms = tf.reshape(tf.transpose(tf.reshape(perms, [-1, s, n_mb, mb]),
+                                        [0, 2, 1, 3]), [epochs * n_mb, s, mb])
         return dict(c, key=key), perms
 
     def _grads(self, params: list, flat: dict, idx: tf.Tensor) -> tuple[list, dict]:
@@ -852,13 +853,8 @@ class PPO:
         flat = {"obs": tf.reshape(r["obs"], [1, t_len * n, *r["obs"].shape[2:]]),
                 "action": action, "log_prob": log_prob, "value": agent_major(value),
                 "advantage": agent_major(adv), "target": agent_major(target)}
-        n_mb, epochs = int(self.hp.num_minibatches), int(self.hp.optimization_epochs)
-        mb = max(1, t_len * n // n_mb)
-        key, perm_key = tf.unstack(split(c["key"]))
-        perms = tf.argsort(uniform(perm_key, [epochs, 1, t_len * n]), axis=-1)[..., :n_mb * mb]
-        perms = tf.reshape(tf.transpose(tf.reshape(perms, [epochs, 1, n_mb, mb]), [0, 2, 1, 3]),
-                           [epochs * n_mb, 1, mb])
-        c, stats = self._steps(dict(c, key=key), flat, perms, lr)
+        c, perms = self._shuffle(c, t_len * n)
+        c, stats = self._steps(c, flat, perms, lr)
         for name in ("params", "m", "v", "key", "updates"):
             tf.nest.map_structure(_assign, self.state[name], c[name])
         return stats
