@@ -234,44 +234,79 @@ def ppo_loss(
     surrogate = tf.minimum(
         ratio * advantages, tf.clip_by_value(ratio, 1.0 - clip, 1.0 + clip) * advantages
     )
-    policy_loss = -tf.reduce_mean(surrogate, axis=-1)
     value_err = tf.square(value - returns)
     if clip_value:
         clipped = old_value + tf.clip_by_value(value - old_value, -clip, clip)
         value_err = tf.maximum(value_err, tf.square(clipped - returns))
-    value_loss = 0.5 * tf.reduce_mean(value_err, axis=-1)
-    entropy = tf.reduce_mean(entropy, axis=-1)
-    total = policy_loss + value_coef * value_loss - entropy_coef * entropy
-    stats = {
-        "policy_loss": policy_loss,
-        "value_loss": value_loss,
-        "entropy": entropy,
-        "approx_kl": tf.reduce_mean((ratio - 1.0) - log_ratio, axis=-1),
-        "clip_fraction": tf.reduce_mean(
-            tf.cast(tf.abs(ratio - 1.0) > clip, tf.float32), axis=-1
-        ),
-    }
+    # Every mean in one reduction (XLA:CPU pays a dispatch per op, and splits each reduction
+    # in two); the gradient of a mean does not need its value.
+    names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+    means = tf.reduce_mean(tf.stack([
+        -surrogate, 0.5 * value_err, entropy, (ratio - 1.0) - log_ratio,
+        tf.cast(tf.abs(ratio - 1.0) > clip, tf.float32)]), axis=-1)
+    stats = dict(zip(names, tf.unstack(means)))
+    total = stats["policy_loss"] + value_coef * stats["value_loss"] - entropy_coef * stats[
+        "entropy"]
     return total, stats
+
+
+def episode_stats(reward: tf.Tensor, done: tf.Tensor, episode_return: tf.Tensor,
+                  episode_length: tf.Tensor) -> tuple[dict, tf.Tensor, tf.Tensor]:
+    """The episodes a rollout closed, from its ``[T, S, N]`` rewards and done flags and the
+    open episodes' ``[S, N]`` return and length at its start.
+
+    Returns ``({"return_sum", "episodes", "length_sum"}: [S], return, length)``: the sums over
+    the closed episodes per agent, and the open episodes' return and length at the end. Done
+    after the rollout loop in a few batched ops, not as a running tally per step (each op
+    in the sequential loop's body costs a dispatch per step on XLA:CPU).
+    """
+    t_len = int(reward.shape[0])
+    t = tf.range(t_len)[:, None, None]
+    last = tf.reduce_max(tf.where(done, t, -1), axis=0)  # the last closing step, -1: none
+    closed_any = last >= 0
+    closed = t <= last  # [T, S, N]: the step belongs to an episode the rollout closed
+    zero = tf.zeros_like(reward)
+    ret_closed = tf.where(closed_any, episode_return, 0.0) + tf.reduce_sum(
+        tf.where(closed, reward, zero), axis=0)
+    ret_open = tf.where(closed_any, 0.0, episode_return) + tf.reduce_sum(
+        tf.where(closed, zero, reward), axis=0)
+    len_closed = tf.where(closed_any, episode_length + last + 1, 0)
+    len_open = tf.where(closed_any, t_len - 1 - last, episode_length + t_len)
+    stats = {"return_sum": tf.reduce_sum(ret_closed, axis=1),
+             "episodes": tf.reduce_sum(tf.cast(done, tf.float32), axis=[0, 2]),
+             "length_sum": tf.reduce_sum(tf.cast(len_closed, tf.float32), axis=1)}
+    return stats, ret_open, len_open
+
+
+def by_agent(xs: list[tf.Tensor]) -> tf.Tensor:
+    """Tensors with a leading agent axis ``S`` as one ``[S, P]`` tensor (``P``: their sizes
+    after that axis, summed): one fused op for what would be one op per tensor."""
+    return tf.concat([tf.reshape(x, [-1, int(np.prod(x.shape[1:]))]) for x in xs], axis=1)
 
 
 def clip_by_agent_norm(grads: list[tf.Tensor], max_norm: float) -> tuple[list, tf.Tensor]:
     """Global-norm clipping done separately for each agent (leading axis S of every gradient)."""
-    sq = tf.add_n([tf.reduce_sum(tf.square(g), axis=list(range(1, g.shape.rank))) for g in grads])
-    norm = tf.sqrt(sq)
+    norm = tf.sqrt(tf.reduce_sum(tf.square(by_agent(grads)), axis=1))
     scale = tf.minimum(1.0, max_norm / tf.maximum(norm, 1e-12))
     return [g * tf.reshape(scale, [-1] + [1] * (g.shape.rank - 1)) for g in grads], norm
 
 
 def adam(params, grads, m, v, step, lr, b1=0.9, b2=0.999, eps=1e-5):
-    """One Adam step on flat lists; returns ``(params, m, v)``. Element-wise, so per-agent;
-    ``lr`` is a scalar or one rate per agent ``[S]`` (the leading axis of every parameter)."""
+    """One Adam step; returns ``(params, m, v)``. ``params`` and ``grads`` are lists of
+    tensors with a leading agent axis S; the moments ``m`` and ``v`` are kept flat, ``[S, P]``
+    in ``by_agent``'s order, so their update is one fused op each instead of one per tensor
+    (XLA:CPU pays a dispatch per op: bench/README.md). Element-wise, so per-agent; ``lr`` is a
+    scalar or one rate per agent ``[S]``."""
     step = tf.cast(step, tf.float32)
     lr = tf.convert_to_tensor(lr, tf.float32)
     c1, c2 = 1.0 - b1**step, 1.0 - b2**step
-    new_m = [b1 * mi + (1.0 - b1) * g for mi, g in zip(m, grads)]
-    new_v = [b2 * vi + (1.0 - b2) * tf.square(g) for vi, g in zip(v, grads)]
-    new_p = [p - per_agent(lr, p) * (mi / c1) / (tf.sqrt(vi / c2) + eps)
-             for p, mi, vi in zip(params, new_m, new_v)]
+    g = by_agent(grads)
+    new_m = b1 * m + (1.0 - b1) * g
+    new_v = b2 * v + (1.0 - b2) * tf.square(g)
+    delta = per_agent(lr, new_m) * (new_m / c1) / (tf.sqrt(new_v / c2) + eps)
+    sizes = [int(np.prod(p.shape[1:])) for p in params]
+    new_p = [p - tf.reshape(d, tf.shape(p)) for p, d in
+             zip(params, tf.split(delta, sizes, axis=1))]
     return new_p, new_m, new_v
 
 
@@ -408,8 +443,8 @@ class PPO:
         n_total = env.num_envs
         carry = {
             "params": params,
-            "m": [tf.zeros_like(p) for p in flat],
-            "v": [tf.zeros_like(p) for p in flat],
+            "m": tf.zeros_like(by_agent(flat)),  # Adam's moments, flat: see adam()
+            "v": tf.zeros_like(by_agent(flat)),
             "env_state": env_state,
             "obs": obs,
             "key": loop_key,
@@ -580,45 +615,38 @@ class PPO:
                                         element_shape=obs_shape),
             "action": tf.TensorArray(tf.int32 if self.discrete else tf.float32, t_len,
                                      element_shape=act_shape),
-            "log_prob": tf.TensorArray(tf.float32, t_len),
-            "reward": tf.TensorArray(tf.float32, t_len),
-            "terminated": tf.TensorArray(tf.bool, t_len),
-            "truncated": tf.TensorArray(tf.bool, t_len),
+            # log_prob, reward, terminated, truncated: one write per step instead of four
+            "scalars": tf.TensorArray(tf.float32, t_len, element_shape=[s, n, 4]),
         }
-        zeros = tf.zeros([env.num_envs])
+        per_agent = lambda z: tf.reshape(z, [s, n, *z.shape[1:]])
 
-        def body(t, env_state, obs, key, ep_ret, ep_len, ret_acc, len_acc, count, buf):
+        def body(t, env_state, obs, key, buf):
             k_act, k_env, key = tf.unstack(split(key, 3))
             action, log_prob = self._sample(params, self._policy(params, self._features(obs)),
                                             k_act)
             env_state, step = env.step(env_state, self._env_action(action, env), k_env)
-            done = tf.cast(tf.logical_or(step.terminated, step.truncated), tf.float32)
-            ep_ret = ep_ret + step.reward
-            ep_len = ep_len + 1.0
-            ret_acc += done * ep_ret  # elementwise: XLA fuses these; reduced after the loop
-            len_acc += done * ep_len
-            count += done
-            ep_ret *= 1.0 - done
-            ep_len *= 1.0 - done
-            per_agent = lambda z: tf.reshape(z, [s, n, *z.shape[1:]])
+            scalars = tf.stack([log_prob, per_agent(step.reward),
+                                per_agent(tf.cast(step.terminated, tf.float32)),
+                                per_agent(tf.cast(step.truncated, tf.float32))], axis=-1)
             buf = {
                 "obs": buf["obs"].write(t, per_agent(obs)),
                 "final_obs": buf["final_obs"].write(t, per_agent(step.final_obs)),
                 "action": buf["action"].write(t, action),
-                "log_prob": buf["log_prob"].write(t, log_prob),
-                "reward": buf["reward"].write(t, per_agent(step.reward) * float(hp.reward_scale)),
-                "terminated": buf["terminated"].write(t, per_agent(step.terminated)),
-                "truncated": buf["truncated"].write(t, per_agent(step.truncated)),
+                "scalars": buf["scalars"].write(t, scalars),
             }
-            return t + 1, env_state, step.obs, key, ep_ret, ep_len, ret_acc, len_acc, count, buf
+            return t + 1, env_state, step.obs, key, buf
 
-        loop = (0, c["env_state"], c["obs"], c["key"], c["episode_return"],
-                tf.cast(c["episode_length"], tf.float32), zeros, zeros, zeros, buf)
         out = tf.while_loop(
-            lambda t, *_: t < t_len, body, loop, maximum_iterations=t_len, parallel_iterations=1
-        )
-        _, env_state, obs, key, ep_ret, ep_len, ret_acc, len_acc, count, buf = out
+            lambda t, *_: t < t_len, body, (0, c["env_state"], c["obs"], c["key"], buf),
+            maximum_iterations=t_len, parallel_iterations=1)
+        _, env_state, obs, key, buf = out
         batch = {k: v.stack() for k, v in buf.items()}
+        log_prob, reward, terminated, truncated = tf.unstack(batch.pop("scalars"), axis=-1)
+        batch.update(log_prob=log_prob, reward=reward * float(hp.reward_scale),
+                     terminated=terminated > 0.5, truncated=truncated > 0.5)
+        stats, ep_ret, ep_len = episode_stats(
+            reward, tf.logical_or(batch["terminated"], batch["truncated"]),
+            per_agent(c["episode_return"]), per_agent(c["episode_length"]))
         # The critic, once for all T*N observations, the last one and the T*N final ones.
         agent_major = lambda z: tf.reshape(tf.transpose(z, [1, 0, 2, *range(3, z.shape.rank)]),
                                            [s, t_len * n, *z.shape[3:]])
@@ -629,11 +657,8 @@ class PPO:
         batch["value"] = time_major(v[:, :t_len * n])
         last_value = v[:, t_len * n:t_len * n + n]
         batch["final_value"] = time_major(v[:, t_len * n + n:])
-        c = dict(c, env_state=env_state, obs=obs, key=key, episode_return=ep_ret,
-                 episode_length=tf.cast(ep_len, tf.int32))
-        per_agent_sum = lambda z: tf.reduce_sum(tf.reshape(z, [s, n]), axis=1)
-        stats = {"return_sum": per_agent_sum(ret_acc), "episodes": per_agent_sum(count),
-                 "length_sum": per_agent_sum(len_acc)}
+        c = dict(c, env_state=env_state, obs=obs, key=key,
+                 episode_return=tf.reshape(ep_ret, [-1]), episode_length=tf.reshape(ep_len, [-1]))
         return c, batch, last_value, stats
 
     def _hp(self, name: str, rank: int = 1) -> float | tf.Tensor:
@@ -725,17 +750,17 @@ class PPO:
                 grads, stats = mean((grads, stats))
             params, m, v, updates, stats["grad_norm"] = self._apply(params, grads, m, v,
                                                                     updates, lr)
-            acc = [a + stats[k] for a, k in zip(acc, UPDATE_METRICS)]
+            acc = acc + tf.stack([stats[k] for k in UPDATE_METRICS])  # one op, not six
             return i + 1, params, m, v, updates, acc
 
         loop = (0, tf.nest.flatten(c["params"]), c["m"], c["v"], c["updates"],
-                [tf.zeros([self.num_seeds]) for _ in UPDATE_METRICS])
+                tf.zeros([len(UPDATE_METRICS), self.num_seeds]))
         _, params, m, v, updates, acc = tf.while_loop(
             lambda i, *_: i < n_updates, body, loop, maximum_iterations=n_updates,
             parallel_iterations=1)
         c = dict(c, params=tf.nest.pack_sequence_as(c["params"], params), m=m, v=v,
                  updates=updates)
-        return c, {k: a / n_updates for k, a in zip(UPDATE_METRICS, acc)}
+        return c, dict(zip(UPDATE_METRICS, tf.unstack(acc / n_updates)))
 
     def _iteration(self, c: dict) -> tuple[dict, dict]:
         """One PPO iteration: rollout, GAE, update. Returns the new carry and ``[S]`` metrics."""
@@ -904,12 +929,12 @@ class PPO:
         ctx = tf.distribute.get_replica_context()
         read = lambda vs: [v.read_value() for v in vs]
         param_vars = tf.nest.flatten(self.state["params"])
-        params, m, v = read(param_vars), read(self.state["m"]), read(self.state["v"])
+        params, m, v = read(param_vars), self.state["m"].read_value(), self.state["v"].read_value()
         grads, stats = self._shard_grads(params, flat, perms[i])
         grads, stats = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, (grads, stats))
         params, m, v, updates, stats["grad_norm"] = self._shard_apply(
             params, grads, m, v, self.state["updates"].read_value(), lr)
-        for var, t in zip(param_vars + self.state["m"] + self.state["v"], params + m + v):
+        for var, t in zip([*param_vars, self.state["m"], self.state["v"]], [*params, m, v]):
             var.assign(t)
         self.state["updates"].assign(updates)
         return stats

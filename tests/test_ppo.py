@@ -26,6 +26,7 @@ from imagined_rl.ppo import (
     categorical_log_prob,
     categorical_sample,
     clip_by_agent_norm,
+    episode_stats,
     gae,
     gaussian_entropy,
     gaussian_log_prob,
@@ -109,6 +110,32 @@ def test_gae_hand_computed_truncation_bootstraps_termination_does_not():
                       gamma=0.5, lam=0.5)
     np.testing.assert_allclose(adv.numpy(), want_adv, **TOL)
     np.testing.assert_allclose(target.numpy(), want_adv + values, **TOL)
+
+
+def test_episode_stats_match_a_running_tally():
+    """The batched after-the-loop form equals the per-step tally it replaced."""
+    rng = np.random.default_rng(7)
+    t_len, s, n = 20, 2, 3
+    reward = rng.integers(-1, 3, size=(t_len, s, n)).astype(np.float32)
+    done = rng.random((t_len, s, n)) < 0.2
+    done[:, 1, 2] = False  # an env whose episode stays open all rollout
+    ret0 = rng.integers(0, 5, size=(s, n)).astype(np.float32)
+    len0 = rng.integers(0, 9, size=(s, n)).astype(np.int32)
+    ret, length = ret0.copy(), len0.copy()
+    want = {"return_sum": np.zeros(s), "episodes": np.zeros(s), "length_sum": np.zeros(s)}
+    for t in range(t_len):
+        ret, length = ret + reward[t], length + 1
+        want["return_sum"] += (ret * done[t]).sum(axis=1)
+        want["length_sum"] += (length * done[t]).sum(axis=1)
+        want["episodes"] += done[t].sum(axis=1)
+        ret, length = np.where(done[t], 0.0, ret), np.where(done[t], 0, length)
+    stats, ret_open, len_open = episode_stats(tf.constant(reward), tf.constant(done),
+                                              tf.constant(ret0), tf.constant(len0))
+    for k, v in want.items():
+        np.testing.assert_allclose(stats[k].numpy(), v, **TOL)
+    np.testing.assert_allclose(ret_open.numpy(), ret)
+    np.testing.assert_array_equal(len_open.numpy(), length)
+    assert want["episodes"].min() > 0 and ret[1, 2] == ret0[1, 2] + reward[:, 1, 2].sum()
 
 
 def test_gae_under_xla():
@@ -228,8 +255,8 @@ def test_adam_matches_numpy_reference():
     m = [np.zeros_like(p) for p in ref]
     v = [np.zeros_like(p) for p in ref]
     tf_p = [tf.constant(p) for p in params]
-    tf_m = [tf.zeros_like(p) for p in tf_p]
-    tf_v = [tf.zeros_like(p) for p in tf_p]
+    tf_m = tf.zeros([2, 4])  # the moments flat per agent: sizes 3 and 1
+    tf_v = tf.zeros([2, 4])
     for step, g in enumerate(grads, start=1):
         for i, gi in enumerate(g):
             m[i] = b1 * m[i] + (1 - b1) * gi
