@@ -35,14 +35,14 @@ NUM_ENVS, NUM_STEPS, EPOCHS, MINIBATCHES = 4, 128, 4, 4
 THRESHOLD = 475.0
 
 
-def make_algo(total_steps: int) -> PPO:
+def make_algo(total_steps: int, hidden: int = 64) -> PPO:
     updates = total_steps // (NUM_ENVS * NUM_STEPS) * EPOCHS * MINIBATCHES
     algo = PPO.create(
         env="CartPole-v1", num_envs=NUM_ENVS, num_steps=NUM_STEPS, num_epochs=EPOCHS,
         num_minibatches=MINIBATCHES, learning_rate=optax.linear_schedule(2.5e-4, 0.0, updates),
         gamma=0.99, gae_lambda=0.95, clip_eps=0.2, ent_coef=0.01, vf_coef=0.5,
         max_grad_norm=0.5, total_timesteps=total_steps,
-        agent_kwargs={"activation": "tanh", "hidden_layer_sizes": (64, 64)},
+        agent_kwargs={"activation": "tanh", "hidden_layer_sizes": (hidden, hidden)},
     )
     return algo.replace(eval_callback=lambda algo, ts, rng: ())  # no evaluation in the timing
 
@@ -93,11 +93,11 @@ def greedy_return(algo: PPO, ts, episodes: int = 32, seed: int = 12345) -> float
     return float(np.mean(returns))
 
 
-def run_seed(seed: int, steps: int) -> dict:
+def run_seed(seed: int, steps: int, hidden: int = 64) -> dict:
     calls = max(2, -(-steps // (ITERATIONS_PER_CALL * NUM_ENVS * NUM_STEPS)))
     total = calls * ITERATIONS_PER_CALL * NUM_ENVS * NUM_STEPS
     t0 = time.perf_counter()
-    algo = make_algo(total)
+    algo = make_algo(total, hidden)
     call = jax.jit(make_call(algo))
     ts = algo.init_state(jax.random.PRNGKey(seed))
     open_return = jnp.zeros(NUM_ENVS)
@@ -124,11 +124,11 @@ def run_seed(seed: int, steps: int) -> dict:
     }
 
 
-def run_vmapped(agents: int, steps: int) -> dict:
+def run_vmapped(agents: int, steps: int, hidden: int = 64) -> dict:
     """``agents`` seeds vmapped into one jitted call: total env steps/s, compile."""
     calls = max(2, -(-steps // (ITERATIONS_PER_CALL * NUM_ENVS * NUM_STEPS)))
     total = calls * ITERATIONS_PER_CALL * NUM_ENVS * NUM_STEPS
-    algo = make_algo(total)
+    algo = make_algo(total, hidden)
     call = jax.jit(jax.vmap(make_call(algo)))
     ts = jax.vmap(algo.init_state)(jax.random.split(jax.random.PRNGKey(0), agents))
     open_return = jnp.zeros((agents, NUM_ENVS))
@@ -155,12 +155,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500_000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--agents", type=int, nargs="*", default=[8, 32])
+    parser.add_argument("--hidden", type=int, default=64,
+                        help="width of the two tanh layers of actor and critic")
     parser.add_argument("--agent_steps", type=int, default=None,
                         help="env steps per agent of the vmapped runs (default --steps)")
     args = parser.parse_args()
     out = {"jax": jax.__version__, "rejax": _version("rejax"), "gymnax": _version("gymnax"),
-           "single": [run_seed(s, args.steps) for s in range(args.seeds)],
-           "vmapped": [run_vmapped(a, args.agent_steps or args.steps) for a in args.agents]}
+           "single": [run_seed(s, args.steps, args.hidden) for s in range(args.seeds)],
+           "vmapped": [run_vmapped(a, args.agent_steps or args.steps, args.hidden)
+                       for a in args.agents]}
     print(json.dumps(out))
 
 

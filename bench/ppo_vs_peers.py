@@ -83,6 +83,8 @@ flags.DEFINE_bool("skip_scaling", False, "skip the num_envs scaling run")
 flags.DEFINE_bool("skip_sb3", False, "skip stable-baselines3")
 flags.DEFINE_bool("skip_cli", False, "skip the imagined-rl train runs")
 flags.DEFINE_bool("skip_jax", False, "skip the JAX peer (rejax)")
+flags.DEFINE_integer("hidden", 64, "width of the two tanh layers of actor and critic on every "
+                     "side (64: the config; e.g. 8: the width ablation in bench/README.md)")
 flags.DEFINE_string("from_json", None, "only re-render the report of this ppo_vs_peers.json")
 flags.DEFINE_string("out_dir", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                     "where ppo_vs_peers.md and ppo_vs_peers.json go")
@@ -107,7 +109,14 @@ def _hparams(overrides: str = ""):
     from imagined_rl import registry
 
     hp = registry.hparams(HPARAMS_SET)
+    if FLAGS.hidden != 64:
+        hp = hp.parse(_width_overrides())
     return hp.parse(overrides) if overrides else hp
+
+
+def _width_overrides() -> str:
+    h = FLAGS.hidden
+    return f"policy_layers=[{h},{h}],value_layers=[{h},{h}]"
 
 
 def _rounded_plan(steps: int) -> tuple[int, int, int]:
@@ -199,6 +208,8 @@ def bench_cli(seed: int, steps: int, work_dir: str) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "imagined_rl.cli", "train", "--env=CartPole-v1",
            f"--hparams_set={HPARAMS_SET}", f"--train_steps={steps}", f"--seed={seed}",
            f"--output_dir={out}", "--episodes=32"]
+    if FLAGS.hidden != 64:
+        cmd.append(f"--hparams={_width_overrides()}")
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     process_s = time.perf_counter() - start
@@ -243,7 +254,7 @@ def bench_jax(seeds: int, steps: int, agents: list[int]) -> dict[str, Any]:
     if not os.path.exists(os.path.join(venv, ".complete")):
         return {"error": f"no JAX venv at {venv}: build it with bench/make_jax_venv.sh"}
     cmd = [python, os.path.join(here, "jax_peer.py"), f"--steps={steps}", f"--seeds={seeds}",
-           "--agents", *map(str, agents)]
+           "--agents", *map(str, agents), f"--hidden={FLAGS.hidden}"]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     if done.returncode != 0:
@@ -323,7 +334,7 @@ def bench_scaling_point(num_envs: int, base_iterations: int) -> dict[str, Any]:
     stall the whole benchmark.
     """
     cmd = [sys.executable, os.path.abspath(__file__), f"--scaling_point={num_envs}",
-           f"--scaling_iterations={base_iterations}"]
+           f"--scaling_iterations={base_iterations}", f"--hidden={FLAGS.hidden}"]
     start = time.perf_counter()
     try:
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True,
@@ -526,7 +537,9 @@ def markdown(results: dict[str, Any]) -> str:
         + (f"rejax {jax['rejax']}, gymnax {jax['gymnax']}, jax {jax['jax']}" if "jax" in jax
            else jax.get("error", "not run")),
         f"- config: PureJaxRL CartPole PPO (`{HPARAMS_SET}`), {results['env_steps']:,} env steps "
-        f"per agent (--steps={results['requested_steps']:,} rounded up to whole train calls)",
+        f"per agent (--steps={results['requested_steps']:,} rounded up to whole train calls)"
+        + (f"; **2x{results['hidden']} tanh layers** (--hidden, an ablation; the config's are "
+           "2x64)" if results.get("hidden", 64) != 64 else ""),
         "",
     ]
     runs = (results.get("imagined", []) + results.get("cli", []) + jax.get("single", [])
@@ -646,7 +659,8 @@ def main(argv: list[str]) -> None:
         return
     steps = FLAGS.steps
     results: dict[str, Any] = {"environment": environment_info(), "requested_steps": steps,
-                               "env_steps": _rounded_plan(steps)[2], "threshold": THRESHOLD}
+                               "hidden": FLAGS.hidden, "env_steps": _rounded_plan(steps)[2],
+                               "threshold": THRESHOLD}
     steps = results["env_steps"]  # every peer trains exactly as many steps as imagined_rl
     agents = [int(n) for n in FLAGS.num_seeds]
     work_dir = os.path.join(FLAGS.out_dir, "ppo_vs_peers_runs")

@@ -1,14 +1,28 @@
 """imagined_rl: a learned environment model and a PPO agent inside one TensorFlow graph."""
 
+import importlib.metadata
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off stderr
 
+
+def _tf_version() -> tuple[int, int]:
+    """The installed TensorFlow's (major, minor), read without importing it; (0, 0): none."""
+    for dist in ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tensorflow-macos"):
+        try:
+            major, minor = importlib.metadata.version(dist).split(".")[:2]
+            return int(major), int(minor)
+        except (importlib.metadata.PackageNotFoundError, ValueError):
+            continue
+    return 0, 0
+
+
 # XLA:CPU runs dots through YNNPACK (as JAX's XLA does by default), not Eigen: PPO's small
 # dense layers ~6% faster, compile no slower (bench/README.md). Read when TF first compiles
 # with XLA, so it applies where imagined_rl is imported first; a value the user set wins.
+# TF 2.20's XLA does not know the flag and aborts on unknown ones: 2.21 and later only.
 _YNN = "--xla_cpu_experimental_ynn_fusion_type"
-if _YNN not in os.environ.get("XLA_FLAGS", ""):
+if _tf_version() >= (2, 21) and _YNN not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_YNN}=dot".strip()
 
 __version__ = "0.1.0"
