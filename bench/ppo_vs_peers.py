@@ -247,6 +247,8 @@ def bench_cli(seed: int, steps: int, work_dir: str) -> dict[str, Any]:
 
 def bench_jax(seeds: int, steps: int, agents: list[int]) -> dict[str, Any]:
     """Runs ``bench/jax_peer.py`` in the venv of ``bench/make_jax_venv.sh``."""
+    import imagined_rl
+
     here = os.path.dirname(os.path.abspath(__file__))
     venv = subprocess.run(["bash", os.path.join(here, "make_jax_venv.sh"), "--path"],
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -255,8 +257,9 @@ def bench_jax(seeds: int, steps: int, agents: list[int]) -> dict[str, Any]:
         return {"error": f"no JAX venv at {venv}: build it with bench/make_jax_venv.sh"}
     cmd = [python, os.path.join(here, "jax_peer.py"), f"--steps={steps}", f"--seeds={seeds}",
            "--agents", *map(str, agents), f"--hidden={FLAGS.hidden}"]
+    # the peer runs with JAX's own XLA defaults, not the flag imagined_rl adds for TF
     done = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                          env=dict(imagined_rl.foreign_env(), JAX_PLATFORMS="cpu"))
     if done.returncode != 0:
         return {"error": done.stderr[-800:]}
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import sys
 import types
 
@@ -387,3 +389,21 @@ def test_registry_module_does_not_import_tensorflow():
         "sys.exit('tensorflow' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0
+
+
+def test_children_on_another_xla_get_the_users_xla_flags():
+    """The package adds a TF 2.21 XLA flag to ``XLA_FLAGS``; ``foreign_env`` gives children on
+    another XLA (JAX, the TF 2.20/2.15 venvs, which abort on unknown flags) the user's value."""
+    import subprocess
+
+    code = ("import json, os, imagined_rl;"
+            "print(json.dumps([os.environ.get('XLA_FLAGS'), imagined_rl.foreign_env().get("
+            "'XLA_FLAGS')]))")
+    run = lambda env: json.loads(subprocess.run([sys.executable, "-c", code], env=env,
+                                                capture_output=True, text=True,
+                                                check=True).stdout)
+    base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    ours, theirs = run(base)
+    assert "--xla_cpu_experimental_ynn_fusion_type=dot" in ours and theirs is None
+    ours, theirs = run(dict(base, XLA_FLAGS="--xla_dump_to=/tmp/x"))
+    assert ours.startswith("--xla_dump_to=/tmp/x") and theirs == "--xla_dump_to=/tmp/x"

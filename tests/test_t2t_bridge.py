@@ -37,7 +37,7 @@ pytestmark = [
 
 def t2t(tool: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
     """Runs ``tool`` (t2t-trainer, t2t-datagen, python) of the legacy venv."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    env = dict(imagined_rl.foreign_env(), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     env.pop("PYTHONPATH", None)
     run = subprocess.run([os.path.join(VENV, "bin", tool), *args], capture_output=True,
                          text=True, env=env, timeout=900, cwd=VENV)
