@@ -18,7 +18,9 @@ entropy 0.01, value 0.5, grad-norm 0.5, separate 2x64 tanh actor and critic. SB3
 numbers (``torch.set_num_threads(1)``). Known remaining differences, both SB3 defaults: SB3 does
 not clip the value loss (``clip_range_vf=None``) and its value loss is the MSE, not 0.5 * MSE.
 
-Measured, in this order, in one process:
+Measured in one process: parts 1-2 in ``--rounds`` rounds (the order of the parts reversed
+every other round, so that the shared VM's drift between minutes falls on both sides; each
+round's ratios against rejax are reported, and their median), then parts 3 and 4 once:
 
 1. imagined_rl, ``--seeds`` separate runs of ``--steps`` env steps: compile time (first ``train``
    call minus the median later call), env steps/s excluding compile (median call), wall time
@@ -77,6 +79,9 @@ flags.DEFINE_list("scaling_envs", ["4", "64", "1024"], "num_envs values of the s
 flags.DEFINE_integer("scaling_timeout_s", 300, "give up on one num_envs value after this long")
 flags.DEFINE_integer("scaling_point", None, "internal: measure this num_envs, print JSON, exit")
 flags.DEFINE_integer("eval_episodes", 32, "greedy evaluation episodes per agent")
+flags.DEFINE_integer("rounds", 3, "times the head-to-head parts (1, 1b, 1c, 2) run, the order "
+                     "of the sides reversed every other round so that the shared VM's drift "
+                     "falls on both; ratios are reported per round and as their median")
 flags.DEFINE_bool("skip_imagined", False, "skip the single-agent imagined_rl runs")
 flags.DEFINE_bool("skip_multi_seed", False, "skip the --num_seeds agents run")
 flags.DEFINE_bool("skip_scaling", False, "skip the num_envs scaling run")
@@ -558,23 +563,25 @@ def markdown(results: dict[str, Any]) -> str:
             f"rollout); greedy return: {FLAGS.eval_episodes} episodes. CLI: the whole "
             "command's wall time (start-up, training, evaluation) in the last column.",
             "",
-            "| framework | seed | env steps | compile s | env steps/s | time to 475 s "
+            "| framework | round | seed | env steps | compile s | env steps/s | time to 475 s "
             "| steps to 475 | train wall s | greedy return | process s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in runs:
             if "error" in r:
-                lines.append(f"| {r['framework']} | {r['seed']} | failed: {r['error'][:80]} |")
+                lines.append(f"| {r['framework']} | {_round_label(r)} | {r['seed']} "
+                             f"| failed: {r['error'][:80]} |")
                 continue
             std = "" if r.get("greedy_std") is None else f" ± {r['greedy_std']:.1f}"
             lines.append(
-                f"| {r['framework']} | {r['seed']} | {r['env_steps']:,} | {_fmt(r['compile_s'])} "
+                f"| {r['framework']} | {_round_label(r)} | {r['seed']} | {r['env_steps']:,} "
+                f"| {_fmt(r['compile_s'])} "
                 f"| {_fmt(r['steps_per_s'], 0)} | {_fmt(r['time_to_475_s'])} "
                 f"| {_fmt(r['steps_to_475'])} | {_fmt(r['train_wall_s'])} "
                 f"| {r['greedy_mean']:.1f}{std} | {_fmt(r.get('process_wall_s'))} |")
         for name, s in results.get("summary", {}).items():
             lines.append(
-                f"| **{name} mean** | | | {_fmt(s['compile_s'])} | {_fmt(s['steps_per_s'], 0)} "
+                f"| **{name} mean** | | | | {_fmt(s['compile_s'])} | {_fmt(s['steps_per_s'], 0)} "
                 f"| {_fmt(s['time_to_475_s'])} ({s['crossed']} crossed) | | "
                 f"| {_fmt(s['greedy_mean'])} | |")
         lines.append("")
@@ -586,29 +593,35 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "(The SB3 ratio is a whole-system figure: our native in-graph env + PPO "
                   "against gymnasium's Python CartPole + torch PPO.)", ""]
     multi = results.get("multi_seed") or []
-    vmapped = {v["agents"]: v for v in jax.get("vmapped", [])}
+    vmapped = {(v.get("round", 0), v["agents"]): v for v in jax.get("vmapped", [])}
     if multi:
         lines += [
             "## Many agents in one compiled call (imagined_rl's seed axis vs rejax's vmap)",
             "",
-            "| agents | env steps per agent | imagined_rl compile s | imagined_rl env steps/s "
-            "| greedy ≥ 475 | rejax vmap compile s | rejax vmap env steps/s | ratio |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| round | agents | env steps per agent | imagined_rl compile s "
+            "| imagined_rl env steps/s | greedy ≥ 475 | rejax vmap compile s "
+            "| rejax vmap env steps/s | ratio |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m in multi:
-            v = vmapped.get(m["num_seeds"], {})
+            v = vmapped.get((m.get("round", 0), m["num_seeds"]), {})
             peer = v.get("total_steps_per_s")
             lines.append(
-                f"| {m['num_seeds']} | {m['env_steps_per_agent']:,} | {_fmt(m['compile_s'])} "
+                f"| {m.get('round', 0) + 1} | {m['num_seeds']} | {m['env_steps_per_agent']:,} "
+                f"| {_fmt(m['compile_s'])} "
                 f"| {_fmt(m['total_steps_per_s'], 0)} | {m['fraction_solved']:.0%} "
                 f"| {_fmt(v.get('compile_s'))} | {_fmt(peer, 0)} "
                 f"| {_fmt(peer and m['total_steps_per_s'] / peer, 2)}× |")
         lines.append("")
+    lines += _round_ratio_lines(results.get("round_ratios") or [])
     flops, peak = flops_per_env_step(), peak_flops()
     rates = [(name, s["steps_per_s"]) for name, s in results.get("summary", {}).items()]
-    rates += [(f"imagined_rl, {m['num_seeds']} agents in one call", m["total_steps_per_s"])
-              for m in multi]
-    rates += [(f"rejax, {a} agents vmapped", v["total_steps_per_s"]) for a, v in vmapped.items()]
+    for n in sorted({m["num_seeds"] for m in multi}):
+        rates.append((f"imagined_rl, {n} agents in one call (mean)", _mean(
+            [m["total_steps_per_s"] for m in multi if m["num_seeds"] == n])))
+    for n in sorted({a for _, a in vmapped}):
+        rates.append((f"rejax, {n} agents vmapped (mean)", _mean(
+            [v["total_steps_per_s"] for (_, a), v in vmapped.items() if a == n])))
     lines += [
         "## The physical limit",
         "",
@@ -624,9 +637,9 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     lines += [f"| {name} | {_fmt(rate, 0)} | {rate * flops['total'] / 1e9:.1f} "
               f"| {rate * flops['total'] / peak['peak']:.1%} |" for name, rate in rates if rate]
-    lines += ["", "One agent reaches about an eighth of peak on either side: a 64-wide MLP on "
-              "128-sample minibatches cannot fill the vector units, and per-op overhead, RNG and "
-              "loop control take the rest; many agents in one call fill them better.", ""]
+    lines += ["", "One agent fills less of the machine than many on either side: a 64-wide MLP "
+              "on 128-sample minibatches cannot fill the vector units, and per-op overhead, RNG "
+              "and loop control take the rest; many agents in one call fill them better.", ""]
     scaling = results.get("scaling")
     if scaling:
         lines += [
@@ -642,12 +655,87 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RATIO_ROWS = (("api_steps_per_s", "API env steps/s"),
+              ("api_time_to_475_faster", "API time to 475, rejax's / ours"),
+              ("cli_steps_per_s", "CLI env steps/s"),
+              ("cli_time_to_475_faster", "CLI time to 475, rejax's / ours"),
+              ("agents_8", "8 agents in one call, env steps/s"),
+              ("agents_32", "32 agents in one call, env steps/s"))
+
+
+def _round_label(run: dict[str, Any]) -> str:
+    """A run's round, 1-based; "—" for a run outside the rounds (SB3's, run once)."""
+    r = run.get("round", 0)  # reports written before rounds existed: all one round
+    return "—" if r is None else str(r + 1)
+
+
+def _round_ratio_lines(rounds: list[dict[str, float | None]]) -> list[str]:
+    """The ratios against rejax, one column per round and their median (> 1: ours faster)."""
+    if not rounds:
+        return []
+    lines = ["## Ratios against rejax, round by round (> 1: imagined_rl faster)", "",
+             "Each round runs every side once (the order reversed every other round); a "
+             "round's ratio compares means within that round, so the VM's drift between rounds "
+             "cancels.", "",
+             "| ratio | " + " | ".join(f"round {i + 1}" for i in range(len(rounds)))
+             + " | median |",
+             "|---|" + "---:|" * (len(rounds) + 1)]
+    for key, label in RATIO_ROWS:
+        values = [r.get(key) for r in rounds]
+        if any(v is not None for v in values):
+            known = [v for v in values if v is not None]
+            lines.append(f"| {label} | " + " | ".join(_fmt(v, 2) for v in values)
+                         + f" | **{float(np.median(known)):.2f}** |")
+    return [*lines, ""]
+
+
 def _ratio(ours: dict[str, Any], theirs: dict[str, Any], names: tuple[str, str]) -> dict:
     div = lambda a, b: a / b if a and b else None
     return {"ours": names[0], "peer": names[1],
             "steps_per_s": div(ours["steps_per_s"], theirs["steps_per_s"]),
             "compile_s": div(ours["compile_s"], theirs["compile_s"]),
             "time_to_475_s": div(ours["time_to_475_s"], theirs["time_to_475_s"])}
+
+
+def _round(index: int, steps: int, agents: list[int], work_dir: str) -> dict[str, Any]:
+    """One round of the head-to-head parts; every run in it is tagged with ``round``."""
+    log(f"round {index + 1} of {FLAGS.rounds}")
+    parts = {
+        "imagined": (FLAGS.skip_imagined,
+                     lambda: [bench_imagined(seed, steps) for seed in range(FLAGS.seeds)]),
+        "cli": (FLAGS.skip_cli,
+                lambda: [bench_cli(seed, steps, work_dir) for seed in range(FLAGS.seeds)]),
+        "jax": (FLAGS.skip_jax,
+                lambda: bench_jax(FLAGS.seeds, steps, [] if FLAGS.skip_multi_seed else agents)),
+        "multi_seed": (FLAGS.skip_multi_seed,
+                       lambda: [bench_multi_seed(n, steps) for n in agents]),
+    }
+    order = [name for name, (skip, _) in parts.items() if not skip]
+    out = {name: parts[name][1]() for name in (order[::-1] if index % 2 else order)}
+    for run in (out.get("imagined", []) + out.get("cli", []) + out.get("multi_seed", [])
+                + out.get("jax", {}).get("single", []) + out.get("jax", {}).get("vmapped", [])):
+        run["round"] = index
+    return out
+
+
+def _round_ratios(r: dict[str, Any]) -> dict[str, float | None]:
+    """One round's ratios against rejax: steps/s (higher: ours faster) and time to 475
+    (rejax's over ours, so higher: ours faster), one agent and many."""
+    jax = r.get("jax") or {}
+    theirs = [run for run in jax.get("single", []) if "error" not in run]
+    out: dict[str, float | None] = {}
+    for key, name in (("imagined", "api"), ("cli", "cli")):
+        ours = [run for run in r.get(key, []) if "error" not in run]
+        if ours and theirs:
+            a, b = _summary(ours), _summary(theirs)
+            out[f"{name}_steps_per_s"] = _ratio(a, b, ("", ""))["steps_per_s"]
+            t = _ratio(b, a, ("", ""))["time_to_475_s"]
+            out[f"{name}_time_to_475_faster"] = t
+    vmapped = {v["agents"]: v["total_steps_per_s"] for v in jax.get("vmapped", [])}
+    for m in r.get("multi_seed", []):
+        peer = vmapped.get(m["num_seeds"])
+        out[f"agents_{m['num_seeds']}"] = peer and m["total_steps_per_s"] / peer
+    return out
 
 
 def main(argv: list[str]) -> None:
@@ -667,20 +755,22 @@ def main(argv: list[str]) -> None:
     steps = results["env_steps"]  # every peer trains exactly as many steps as imagined_rl
     agents = [int(n) for n in FLAGS.num_seeds]
     work_dir = os.path.join(FLAGS.out_dir, "ppo_vs_peers_runs")
-    if not FLAGS.skip_imagined:
-        results["imagined"] = [bench_imagined(seed, steps) for seed in range(FLAGS.seeds)]
-    if not FLAGS.skip_cli:
-        results["cli"] = [bench_cli(seed, steps, work_dir) for seed in range(FLAGS.seeds)]
-    if not FLAGS.skip_jax:
-        results["jax"] = bench_jax(FLAGS.seeds, steps,
-                                   [] if FLAGS.skip_multi_seed else agents)
-    if not FLAGS.skip_multi_seed:
-        results["multi_seed"] = [bench_multi_seed(n, steps) for n in agents]
+    rounds = [_round(i, steps, agents, work_dir) for i in range(FLAGS.rounds)]
+    for key in ("imagined", "cli", "multi_seed"):
+        if any(key in r for r in rounds):
+            results[key] = [run for r in rounds for run in r.get(key, [])]
+    jax_rounds = [r["jax"] for r in rounds if "jax" in r]
+    if jax_rounds:
+        ok = [j for j in jax_rounds if "error" not in j]
+        results["jax"] = dict(ok[0] if ok else jax_rounds[0],
+                              single=[run for j in ok for run in j["single"]],
+                              vmapped=[run for j in ok for run in j["vmapped"]])
     if not FLAGS.skip_scaling:
         results["scaling"] = [bench_scaling_point(int(n), FLAGS.scaling_iterations)
                               for n in FLAGS.scaling_envs]
     if not FLAGS.skip_sb3:  # last: torch is imported only after the TensorFlow timings
-        results["sb3"] = [bench_sb3(seed, steps) for seed in range(FLAGS.seeds)]
+        results["sb3"] = [dict(bench_sb3(seed, steps), round=None)  # once, after the rounds
+                          for seed in range(FLAGS.seeds)]
     summary = {}
     groups = (("imagined", "imagined_rl"), ("cli", "imagined-rl train"),
               ("jax", "rejax"), ("sb3", "stable-baselines3"))
@@ -695,6 +785,7 @@ def main(argv: list[str]) -> None:
                          for a in ("imagined_rl", "imagined-rl train")
                          for b in ("rejax", "stable-baselines3")
                          if a in summary and b in summary]
+    results["round_ratios"] = [_round_ratios(r) for r in rounds]
     report = markdown(results)
     print(report)
     os.makedirs(FLAGS.out_dir, exist_ok=True)

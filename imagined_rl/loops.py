@@ -11,7 +11,8 @@ its ``output_dir``:
     eval.json            the final greedy evaluation
 
 Rerunning the same command after a kill restores the newest checkpoint and continues; log lines
-written after that checkpoint are dropped first, so ``metrics.jsonl`` never has duplicates.
+and the TensorBoard events written after that checkpoint are dropped first, so neither
+``metrics.jsonl`` nor TensorBoard ever shows a step twice.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 import tqdm
-from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from imagined_rl import distribute, plots, registry, rundir
 from imagined_rl.envs.core import BatchEnv, check_env, make_key, raw_reward, split
 from imagined_rl.errors import UserError
 from imagined_rl.hparams_lib import HParams
 from imagined_rl.ppo import PPO
+from imagined_rl.summaries import Summaries, open_writer
 
 EVAL_MAX_STEPS = 10_000  # evaluation's cap on an episode where the env has no time limit
 
@@ -196,7 +197,7 @@ def train_model_free(
     wall0 = history[-1]["wall_time_s"] if history else 0.0
 
     total = int(hp.train_steps)
-    summaries = Summaries(tf.summary.create_file_writer(output_dir))
+    summaries = Summaries(open_writer(output_dir, agent.env_steps if latest else None))
     bar = tqdm.tqdm(total=total, initial=min(agent.env_steps, total), unit="step",
                     unit_scale=True, disable=not progress, dynamic_ncols=True, desc="ppo")
     start = last_save = t_prev = time.perf_counter()
@@ -239,78 +240,6 @@ def train_model_free(
         f"{result['std_return']:.1f} over {result['episodes']} episodes after "
         f"{agent.env_steps} env steps{verdict}{unfinished_note(result)}")
     return result
-
-
-_SCALAR = scalar_metadata.create_summary_metadata(display_name=None, description=None)
-
-
-class Summaries:
-    """TensorBoard scalars of ``metrics.jsonl``'s records, written in batches.
-
-    Eager ``tf.summary.scalar`` costs ~0.3 ms per scalar: ~3.5 ms of every ~75 ms CartPole train
-    call. Records wait here and go out at most every ``every_s`` seconds (and on ``flush``) in
-    one compiled call per batch (~0.25 ms per record). A list value ``[a0, a1, ...]`` is one tag
-    per agent (``name/agent_i``); ``None`` (not finite) values are skipped, as is ``env_steps``,
-    the step axis.
-    """
-
-    def __init__(self, writer: tf.summary.SummaryWriter, every_s: float = 2.0) -> None:
-        self.writer, self.every_s = writer, every_s
-        self.pending: list[dict[str, Any]] = []
-        self.last = time.perf_counter()
-        self._write: dict[tuple[str, ...], Callable] = {}
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.pending.append(record)
-        if time.perf_counter() - self.last >= self.every_s:
-            self.flush()
-
-    def flush(self) -> None:
-        """Writes every pending record, in order, and flushes the event file."""
-        pending, self.pending = self.pending, []
-        runs: list[tuple[tuple[str, ...], list[int], list[list[float]]]] = []
-        for record in pending:  # consecutive records with the same tags: one compiled write
-            tags, values = [], []
-            for name, value in record.items():
-                if name == "env_steps":
-                    continue
-                if isinstance(value, list):
-                    tags += [f"{name}/agent_{i}" for i in range(len(value))]
-                    values += value
-                else:
-                    tags.append(name)
-                    values.append(value)
-            if not runs or runs[-1][0] != tuple(tags):
-                runs.append((tuple(tags), [], []))
-            runs[-1][1].append(int(record["env_steps"]))
-            runs[-1][2].append([math.nan if v is None else float(v) for v in values])
-        for tags, steps, rows in runs:
-            if tags not in self._write:
-                self._write[tags] = self._compile(tags)
-            self._write[tags](tf.constant(steps, tf.int64),
-                              tf.constant(rows, tf.float32, [len(rows), len(tags)]))
-        self.writer.flush()
-        self.last = time.perf_counter()
-
-    def _compile(self, tags: tuple[str, ...]) -> Callable:
-        meta, writer = _SCALAR.SerializeToString(), self.writer
-
-        @tf.function(autograph=False, input_signature=[
-            tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, len(tags)], tf.float32)])
-        def write(steps: tf.Tensor, rows: tf.Tensor) -> None:
-            def body(i: tf.Tensor) -> list[tf.Tensor]:
-                with writer.as_default(step=steps[i]):
-                    done = [tf.cond(tf.math.is_finite(rows[i, j]),
-                                    lambda j=j, tag=tag: tf.summary.write(tag, rows[i, j],
-                                                                          metadata=meta),
-                                    lambda: tf.constant(False))
-                            for j, tag in enumerate(tags)]
-                with tf.control_dependencies(done):
-                    return [i + 1]
-
-            tf.while_loop(lambda i: i < tf.shape(steps)[0], body, [tf.constant(0)])
-
-        return write
 
 
 def evaluate_agent(agent: PPO, config: RunConfig, episodes: int, greedy: bool = True,

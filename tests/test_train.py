@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from imagined_rl import loops, registry
+from imagined_rl import loops, registry, summaries
 from imagined_rl.envs.classic import CartPole
 from imagined_rl.ppo import PPO
 
@@ -50,7 +50,7 @@ def test_summaries_are_the_records_in_batches(tmp_path):
     skipped), only on flush: one compiled write per run of same-tag records, not an eager op
     per scalar."""
     writer = tf.summary.create_file_writer(str(tmp_path), max_queue=1)  # no buffering of its own
-    s = loops.Summaries(writer, every_s=3600)
+    s = summaries.Summaries(writer, every_s=3600)
     s.add({"env_steps": 10, "return_mean": None, "loss": 0.5, "return_per_agent": [1.0, None]})
     s.add({"env_steps": 20, "return_mean": 2.0, "loss": 0.25, "return_per_agent": [3.0, 4.0]})
     s.add({"env_steps": 30, "return_mean": 5.0})  # another tag set between two of the first
@@ -63,6 +63,28 @@ def test_summaries_are_the_records_in_batches(tmp_path):
         "loss": [(10, 0.5), (20, 0.25), (40, 0.125)],
         "return_per_agent/agent_0": [(10, 1.0), (20, 3.0), (40, 7.0)],
         "return_per_agent/agent_1": [(20, 4.0), (40, 8.0)]}
+
+
+def test_a_resumed_writer_trims_the_killed_runs_tail(tmp_path):
+    """A killed run logged steps 1-10 (its last record cut off mid-write) but checkpointed at
+    5; the rerun, resuming there, logs 6-8 again: TensorBoard's files then hold each step once,
+    the rerun's values after the checkpoint, as metrics.jsonl does."""
+
+    def log(writer, steps, value):
+        with writer.as_default():
+            for step in steps:
+                tf.summary.scalar("loss", value + step, step=step)
+        writer.flush()
+
+    log(summaries.open_writer(str(tmp_path)), range(1, 11), 0.0)
+    (old,) = [p for p in tmp_path.iterdir() if p.name.startswith("events.out.tfevents")]
+    with open(old, "ab") as f:
+        f.write(b"\x07\x00\x00\x00\x00\x00\x00\x00cut")  # a record the kill cut off
+    log(summaries.open_writer(str(tmp_path), resume_step=5), range(6, 9), 100.0)
+    assert _scalars(tmp_path) == {
+        "loss": [(s, float(s)) for s in range(1, 6)] + [(s, 100.0 + s) for s in range(6, 9)]}
+    assert summaries.trim_events(str(tmp_path), 8) == 0  # nothing after 8: files untouched
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_ppo_learns_cartpole(tmp_path):
@@ -137,6 +159,8 @@ def test_cli_kill_and_resume(tmp_path):
     assert steps == sorted(set(steps)), "metrics.jsonl has duplicate or out-of-order lines"
     assert steps[-1] >= 100_000
     assert steps[0] == 128 * 4  # the first lines, from before the kill, are kept
+    logged = [step for step, _ in _scalars(run_dir)["return_mean"]]  # TensorBoard's copy
+    assert logged == sorted(set(logged)) and set(logged) <= set(steps)
 
     ev = _cli("evaluate", f"--output_dir={run_dir}", "--episodes=3", "--json")
     assert ev.returncode == 0, ev.stderr[-2000:]

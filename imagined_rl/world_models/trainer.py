@@ -24,6 +24,7 @@ import tqdm
 from imagined_rl import data, distribute, plots, registry, rundir
 from imagined_rl.envs.core import make_key, split
 from imagined_rl.errors import UserError
+from imagined_rl.summaries import open_writer
 from imagined_rl.world_models.base import WorldModel
 
 # The hparams set each model family trains with unless --hparams_set names another.
@@ -294,7 +295,7 @@ class ModelTrainer:
             return {}  # already there (a resumed loop): no data to read, nothing to save
         history = rundir.keep_jsonl(metrics_path, lambda h: h["step"] <= done)
         wall0 = history[-1]["wall_time_s"] if history else 0.0
-        writer = tf.summary.create_file_writer(out)
+        writer = open_writer(out, done if done else None)  # resumed: TB drops the kill's tail
         advance = self._stepper()
         bar = tqdm.tqdm(total=train_steps, initial=min(done, train_steps), unit="step",
                         disable=not progress, dynamic_ncols=True, desc=self.config.model)
