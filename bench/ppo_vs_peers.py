@@ -82,6 +82,9 @@ flags.DEFINE_integer("eval_episodes", 32, "greedy evaluation episodes per agent"
 flags.DEFINE_integer("rounds", 3, "times the head-to-head parts (1, 1b, 1c, 2) run, the order "
                      "of the sides reversed every other round so that the shared VM's drift "
                      "falls on both; ratios are reported per round and as their median")
+flags.DEFINE_string("peer_xla_flags", None, "XLA_FLAGS for the JAX peer (default: as the user "
+                    "set them, without the flag imagined_rl adds for TF); e.g. "
+                    "--xla_cpu_experimental_ynn_fusion_type=dot to give it ours")
 flags.DEFINE_bool("skip_imagined", False, "skip the single-agent imagined_rl runs")
 flags.DEFINE_bool("skip_multi_seed", False, "skip the --num_seeds agents run")
 flags.DEFINE_bool("skip_scaling", False, "skip the num_envs scaling run")
@@ -263,12 +266,15 @@ def bench_jax(seeds: int, steps: int, agents: list[int]) -> dict[str, Any]:
     cmd = [python, os.path.join(here, "jax_peer.py"), f"--steps={steps}", f"--seeds={seeds}",
            "--agents", *map(str, agents), f"--hidden={FLAGS.hidden}"]
     # the peer runs with JAX's own XLA defaults, not the flag imagined_rl adds for TF
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env=dict(imagined_rl.foreign_env(), JAX_PLATFORMS="cpu"))
+    env = dict(imagined_rl.foreign_env(), JAX_PLATFORMS="cpu")
+    if FLAGS.peer_xla_flags is not None:
+        env["XLA_FLAGS"] = FLAGS.peer_xla_flags
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         return {"error": done.stderr[-800:]}
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["command"] = " ".join(shlex.quote(a) for a in cmd)
+    result["xla_flags"] = env.get("XLA_FLAGS")
     for r in result["single"]:
         log(f"{r['framework']} seed {r['seed']}: compile {r['compile_s']:.1f}s, "
             f"{r['steps_per_s']:.0f} steps/s, 475 at {_fmt(r['time_to_475_s'])}s, greedy "
@@ -542,7 +548,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"- python {env['python']}, TensorFlow {env['tensorflow']}, torch {env['torch']}, "
         f"stable-baselines3 {env['stable_baselines3']}, gymnasium {env['gymnasium']}, "
         f"numpy {env['numpy']}; JAX peer: "
-        + (f"rejax {jax['rejax']}, gymnax {jax['gymnax']}, jax {jax['jax']}" if "jax" in jax
+        + (f"rejax {jax['rejax']}, gymnax {jax['gymnax']}, jax {jax['jax']}, XLA_FLAGS "
+           f"{jax.get('xla_flags') or '(JAX defaults)'}" if "jax" in jax
            else jax.get("error", "not run")),
         f"- config: PureJaxRL CartPole PPO (`{HPARAMS_SET}`), {results['env_steps']:,} env steps "
         f"per agent (--steps={results['requested_steps']:,} rounded up to whole train calls)"
