@@ -22,8 +22,12 @@ def _tf_version() -> tuple[int, int]:
 # with XLA, so it applies where imagined_rl is imported first; a value the user set wins.
 # TF 2.20's XLA does not know the flag and aborts on unknown ones: 2.21 and later only.
 _YNN = "--xla_cpu_experimental_ynn_fusion_type"
-_USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")  # as found, for children on another XLA
+# XLA_FLAGS as the user set them, for children on another XLA; a child of a process that added
+# our flag inherits the user's value under _MARK (so its own children get it too)
+_MARK = "IMAGINED_RL_USER_XLA_FLAGS"
+_USER_XLA_FLAGS = os.environ.get(_MARK, os.environ.get("XLA_FLAGS")) or None
 if _tf_version() >= (2, 21) and _YNN not in os.environ.get("XLA_FLAGS", ""):
+    os.environ.setdefault(_MARK, os.environ.get("XLA_FLAGS", ""))
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_YNN}=dot".strip()
 
 
@@ -31,7 +35,7 @@ if _tf_version() >= (2, 21) and _YNN not in os.environ.get("XLA_FLAGS", ""):
 def foreign_env() -> dict[str, str]:
     """``os.environ`` with ``XLA_FLAGS`` as it was before this package set its own: for child
     processes on another XLA (JAX, TF 2.15/2.20 venvs), which abort on flags they do not know."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", _MARK)}
     if _USER_XLA_FLAGS is not None:
         env["XLA_FLAGS"] = _USER_XLA_FLAGS
     return env

@@ -197,7 +197,7 @@ def train_model_free(
     wall0 = history[-1]["wall_time_s"] if history else 0.0
 
     total = int(hp.train_steps)
-    summaries = Summaries(open_writer(output_dir, agent.env_steps if latest else None))
+    summaries = Summaries(open_writer(output_dir, agent.env_steps))  # 0 fresh
     bar = tqdm.tqdm(total=total, initial=min(agent.env_steps, total), unit="step",
                     unit_scale=True, disable=not progress, dynamic_ncols=True, desc="ppo")
     start = last_save = t_prev = time.perf_counter()
@@ -221,6 +221,7 @@ def train_model_free(
                 bar.update(min(agent.env_steps, total) - min(before, total))  # redraws <= 10/s
                 if distribute.agree(strategy, time.perf_counter() - last_save >=
                                     save_checkpoints_secs):
+                    summaries.flush()  # TensorBoard holds what the checkpoint covers
                     manager.save(checkpoint_number=agent.iteration)
                     last_save = time.perf_counter()
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,8 +18,9 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 
 def open_writer(output_dir: str, resume_step: int | None = None) -> tf.summary.SummaryWriter:
-    """A summary writer for ``output_dir``; resuming from a checkpoint at ``resume_step``, the
-    event files already there lose their events after that step first (:func:`trim_events`)."""
+    """A summary writer for ``output_dir``; resuming from a checkpoint at ``resume_step`` (0: no
+    checkpoint yet), the event files already there lose their events after that step first
+    (:func:`trim_events`). A TensorBoard already running keeps showing them until restarted."""
     if resume_step is not None:
         trim_events(output_dir, resume_step)
     return tf.summary.create_file_writer(output_dir)
@@ -34,7 +36,9 @@ def trim_events(output_dir: str, last_step: int) -> int:
     goes; a last record cut off by the kill goes too.
     """
     dropped = 0
-    for path in sorted(tf.io.gfile.glob(os.path.join(output_dir, "events.out.tfevents.*"))):
+    names = tf.io.gfile.listdir(output_dir) if tf.io.gfile.isdir(output_dir) else []
+    for path in [os.path.join(output_dir, n) for n in sorted(names)
+                 if n.startswith("events.out.tfevents.")]:
         kept, cut = [], 0
         try:
             for raw in tf.data.TFRecordDataset(path):
@@ -46,11 +50,16 @@ def trim_events(output_dir: str, last_step: int) -> int:
         except tf.errors.DataLossError:
             cut += 1  # a record the kill cut off
         if cut:
-            tmp = os.path.join(output_dir, ".trimmed_events.tmp")  # no "tfevents": TB skips it
-            with tf.io.TFRecordWriter(tmp) as writer:
-                for record in kept:
-                    writer.write(record)
-            tf.io.gfile.rename(tmp, path, overwrite=True)
+            fd, tmp = tempfile.mkstemp(".tmp", ".trim", output_dir)  # no "tfevents": TB skips it
+            os.close(fd)
+            try:
+                with tf.io.TFRecordWriter(tmp) as writer:
+                    for record in kept:
+                        writer.write(record)
+                tf.io.gfile.rename(tmp, path, overwrite=True)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
             dropped += cut
     return dropped
 

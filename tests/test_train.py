@@ -33,15 +33,18 @@ def _metrics(run_dir) -> list[dict]:
 
 
 def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of the run's TensorBoard event files, in file order: ``{tag: [(step,
+    """Every scalar of the run's TensorBoard event files, in the order written: ``{tag: [(step,
     value), ...]}`` (a duplicate write shows as a repeated step)."""
+
+    def created(name: str) -> tuple[int, int]:  # events.out.tfevents.<s>.<host>.<pid>.<n>.v2
+        return int(name.split(".")[3]), int(name.split(".")[-2])
+
     out: dict[str, list[tuple[int, float]]] = {}
-    for name in sorted(os.listdir(run_dir)):
-        if name.startswith("events.out.tfevents"):
-            for event in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name)):
-                for v in event.summary.value:
-                    out.setdefault(v.tag, []).append(
-                        (event.step, float(tf.make_ndarray(v.tensor))))
+    names = [n for n in os.listdir(run_dir) if n.startswith("events.out.tfevents")]
+    for name in sorted(names, key=created):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name)):
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, float(tf.make_ndarray(v.tensor))))
     return out
 
 

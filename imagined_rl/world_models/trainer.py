@@ -295,7 +295,7 @@ class ModelTrainer:
             return {}  # already there (a resumed loop): no data to read, nothing to save
         history = rundir.keep_jsonl(metrics_path, lambda h: h["step"] <= done)
         wall0 = history[-1]["wall_time_s"] if history else 0.0
-        writer = open_writer(out, done if done else None)  # resumed: TB drops the kill's tail
+        writer = open_writer(out, done)  # drops what a killed run logged past its checkpoint
         advance = self._stepper()
         bar = tqdm.tqdm(total=train_steps, initial=min(done, train_steps), unit="step",
                         disable=not progress, dynamic_ncols=True, desc=self.config.model)
