@@ -32,7 +32,7 @@ round's ratios against rejax are reported, and their median), then parts 3 and 4
    return >= 475 (from the start of training, compile included), and the whole command's wall
    time (Python and TensorFlow start-up included).
 1c. the JAX peer, ``bench/jax_peer.py`` (rejax 0.1.3 PPO on gymnax CartPole-v1, same config and
-   timing method; see its docstring), in its own venv, one child process: single-seed runs,
+   timing method; see its docstring), in its own venv, one child process a round: single-seed runs,
    then ``--num_seeds`` agents vmapped into one call.
 2. ``--num_seeds`` agents in one compiled call (each value): total env steps/s and the
    fraction whose greedy return is >= 475.
@@ -549,7 +549,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"stable-baselines3 {env['stable_baselines3']}, gymnasium {env['gymnasium']}, "
         f"numpy {env['numpy']}; JAX peer: "
         + (f"rejax {jax['rejax']}, gymnax {jax['gymnax']}, jax {jax['jax']}, XLA_FLAGS "
-           f"{jax.get('xla_flags') or '(JAX defaults)'}" if "jax" in jax
+           + ("not recorded" if "xla_flags" not in jax else jax["xla_flags"] or "(JAX defaults)")
+           if "jax" in jax
            else jax.get("error", "not run")),
         f"- config: PureJaxRL CartPole PPO (`{HPARAMS_SET}`), {results['env_steps']:,} env steps "
         f"per agent (--steps={results['requested_steps']:,} rounded up to whole train calls)"
@@ -665,9 +666,7 @@ def markdown(results: dict[str, Any]) -> str:
 RATIO_ROWS = (("api_steps_per_s", "API env steps/s"),
               ("api_time_to_475_faster", "API time to 475, rejax's / ours"),
               ("cli_steps_per_s", "CLI env steps/s"),
-              ("cli_time_to_475_faster", "CLI time to 475, rejax's / ours"),
-              ("agents_8", "8 agents in one call, env steps/s"),
-              ("agents_32", "32 agents in one call, env steps/s"))
+              ("cli_time_to_475_faster", "CLI time to 475, rejax's / ours"))
 
 
 def _round_label(run: dict[str, Any]) -> str:
@@ -687,7 +686,10 @@ def _round_ratio_lines(rounds: list[dict[str, float | None]]) -> list[str]:
              "| ratio | " + " | ".join(f"round {i + 1}" for i in range(len(rounds)))
              + " | median |",
              "|---|" + "---:|" * (len(rounds) + 1)]
-    for key, label in RATIO_ROWS:
+    agents = sorted({int(k.split("_")[1]) for r in rounds for k in r if k.startswith("agents_")})
+    rows = [*RATIO_ROWS, *((f"agents_{n}", f"{n} agents in one call, env steps/s")
+                           for n in agents)]
+    for key, label in rows:
         values = [r.get(key) for r in rounds]
         if any(v is not None for v in values):
             known = [v for v in values if v is not None]
