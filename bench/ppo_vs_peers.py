@@ -615,7 +615,7 @@ def markdown(results: dict[str, Any]) -> str:
             v = vmapped.get((m.get("round", 0), m["num_seeds"]), {})
             peer = v.get("total_steps_per_s")
             lines.append(
-                f"| {m.get('round', 0) + 1} | {m['num_seeds']} | {m['env_steps_per_agent']:,} "
+                f"| {_round_label(m)} | {m['num_seeds']} | {m['env_steps_per_agent']:,} "
                 f"| {_fmt(m['compile_s'])} "
                 f"| {_fmt(m['total_steps_per_s'], 0)} | {m['fraction_solved']:.0%} "
                 f"| {_fmt(v.get('compile_s'))} | {_fmt(peer, 0)} "
@@ -737,9 +737,10 @@ def _round_ratios(r: dict[str, Any]) -> dict[str, float | None]:
         ours = [run for run in r.get(key, []) if "error" not in run]
         if ours and theirs:
             a, b = _summary(ours), _summary(theirs)
-            out[f"{name}_steps_per_s"] = _ratio(a, b, ("", ""))["steps_per_s"]
-            t = _ratio(b, a, ("", ""))["time_to_475_s"]
-            out[f"{name}_time_to_475_faster"] = t
+            out[f"{name}_steps_per_s"] = a["steps_per_s"] / b["steps_per_s"]
+            out[f"{name}_time_to_475_faster"] = (b["time_to_475_s"] / a["time_to_475_s"]
+                                                 if a["time_to_475_s"] and b["time_to_475_s"]
+                                                 else None)
     vmapped = {v["agents"]: v["total_steps_per_s"] for v in jax.get("vmapped", [])}
     for m in r.get("multi_seed", []):
         peer = vmapped.get(m["num_seeds"])

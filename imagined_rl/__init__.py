@@ -31,7 +31,6 @@ if _tf_version() >= (2, 21) and _YNN not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_YNN}=dot".strip()
 
 
-
 def foreign_env() -> dict[str, str]:
     """``os.environ`` with ``XLA_FLAGS`` as it was before this package set its own: for child
     processes on another XLA (JAX, TF 2.15/2.20 venvs), which abort on flags they do not know."""

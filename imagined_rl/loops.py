@@ -197,7 +197,7 @@ def train_model_free(
     wall0 = history[-1]["wall_time_s"] if history else 0.0
 
     total = int(hp.train_steps)
-    summaries = Summaries(open_writer(output_dir, agent.env_steps))  # 0 fresh
+    summaries = Summaries(open_writer(output_dir, agent.env_steps))  # 0: a fresh start
     bar = tqdm.tqdm(total=total, initial=min(agent.env_steps, total), unit="step",
                     unit_scale=True, disable=not progress, dynamic_ncols=True, desc="ppo")
     start = last_save = t_prev = time.perf_counter()
