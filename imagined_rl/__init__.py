@@ -17,18 +17,23 @@ def _tf_version() -> tuple[int, int]:
     return 0, 0
 
 
-# XLA:CPU runs dots through YNNPACK (as JAX's XLA does by default), not Eigen: PPO's small
-# dense layers ~6% faster, compile no slower (bench/README.md). Read when TF first compiles
-# with XLA, so it applies where imagined_rl is imported first; a value the user set wins.
-# TF 2.20's XLA does not know the flag and aborts on unknown ones: 2.21 and later only.
-_YNN = "--xla_cpu_experimental_ynn_fusion_type"
+# XLA:CPU defaults for TF 2.21+ (bench/README.md, "What moved the figures"), each added to
+# XLA_FLAGS unless the user set that flag: dots through YNNPACK (as JAX's XLA does by default),
+# not Eigen -- PPO's small dense layers ~6% faster; and fusions emitted by the elemental LLVM
+# emitter rather than the MLIR fusion emitters -- first compile of PPO's train call ~0.5 s
+# (~20%) shorter, the MinAtar one ~1.5 s, steady state unchanged within noise. Read when TF
+# first compiles with XLA, so they apply where imagined_rl is imported first. TF 2.20's XLA does
+# not know the YNNPACK flag and aborts on unknown ones: 2.21 and later only.
+XLA_DEFAULTS = {"--xla_cpu_experimental_ynn_fusion_type": "dot",
+                "--xla_cpu_use_fusion_emitters": "false"}
 # XLA_FLAGS as the user set them, for children on another XLA; a child of a process that added
-# our flag inherits the user's value under _MARK (so its own children get it too)
+# our flags inherits the user's value under _MARK (so its own children get it too)
 _MARK = "IMAGINED_RL_USER_XLA_FLAGS"
 _USER_XLA_FLAGS = os.environ.get(_MARK, os.environ.get("XLA_FLAGS")) or None
-if _tf_version() >= (2, 21) and _YNN not in os.environ.get("XLA_FLAGS", ""):
+_ADD = [f"{k}={v}" for k, v in XLA_DEFAULTS.items() if k not in os.environ.get("XLA_FLAGS", "")]
+if _tf_version() >= (2, 21) and _ADD:
     os.environ.setdefault(_MARK, os.environ.get("XLA_FLAGS", ""))
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_YNN}=dot".strip()
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_ADD]).strip()
 
 
 def foreign_env() -> dict[str, str]:
