@@ -17,15 +17,13 @@ def _tf_version() -> tuple[int, int]:
     return 0, 0
 
 
-# XLA:CPU defaults for TF 2.21+ (bench/README.md, "What moved the figures"), each added to
-# XLA_FLAGS unless the user set that flag: dots through YNNPACK (as JAX's XLA does by default),
-# not Eigen -- PPO's small dense layers ~6% faster; and fusions emitted by the elemental LLVM
-# emitter rather than the MLIR fusion emitters -- first compile of PPO's train call ~0.5 s
-# (~20%) shorter, the MinAtar one ~1.5 s, steady state unchanged within noise. Read when TF
-# first compiles with XLA, so they apply where imagined_rl is imported first. TF 2.20's XLA does
-# not know the YNNPACK flag and aborts on unknown ones: 2.21 and later only.
-XLA_DEFAULTS = {"--xla_cpu_experimental_ynn_fusion_type": "dot",
-                "--xla_cpu_use_fusion_emitters": "false"}
+# XLA:CPU defaults for TF 2.21+, each added to XLA_FLAGS unless the user set that flag: dots
+# through YNNPACK (as JAX's XLA does by default), not Eigen -- PPO's small dense layers ~6%
+# faster, compile no slower (bench/README.md, "What moved the figures", which also says why
+# --xla_cpu_use_fusion_emitters=false is not here: compile ~0.5 s shorter, 8 agents ~15-20%
+# slower). Read when TF first compiles with XLA, so they apply where imagined_rl is imported
+# first. TF 2.20's XLA does not know the flag and aborts on unknown ones: 2.21 and later only.
+XLA_DEFAULTS = {"--xla_cpu_experimental_ynn_fusion_type": "dot"}
 # XLA_FLAGS as the user set them, for children on another XLA; a child of a process that added
 # our flags inherits the user's value under _MARK (so its own children get it too)
 _MARK = "IMAGINED_RL_USER_XLA_FLAGS"
