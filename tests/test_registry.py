@@ -414,3 +414,6 @@ def test_children_on_another_xla_get_the_users_xla_flags():
     # a process started by one that imported the package (it inherits our flag): the same
     child = dict(base, XLA_FLAGS=ours, IMAGINED_RL_USER_XLA_FLAGS="--xla_dump_to=/tmp/x")
     assert run(child) == [ours, "--xla_dump_to=/tmp/x"]
+    # a value the user set for one of our flags wins: not added a second time
+    mine = " ".join(f"{k}=none" for k in imagined_rl.XLA_DEFAULTS)
+    assert run(dict(base, XLA_FLAGS=mine)) == [mine, mine]
